@@ -1,0 +1,1 @@
+"""libsodium declarations for Cython (``from securekeys.includes cimport sodium``)."""

@@ -1,0 +1,107 @@
+# libsodium declarations, as in sodium.h (1.0.18 and later).
+#
+# Plain extern declarations without `except` clauses: every return code is
+# checked by the caller.  Cimport this module as a namespace so that each C call
+# reads as C:  `from securekeys.includes cimport sodium` ... `sodium.sodium_init()`.
+
+cdef extern from "sodium.h" nogil:
+    # core.h, version.h
+    int sodium_init()
+    int sodium_set_misuse_handler(void (*handler)())
+    const char *sodium_version_string()
+    int sodium_library_version_major()
+    int sodium_library_version_minor()
+
+    # utils.h: guarded heap allocations and constant-time helpers
+    void *sodium_malloc(size_t size)
+    void *sodium_allocarray(size_t count, size_t size)
+    void sodium_free(void *ptr)
+    int sodium_mprotect_noaccess(void *ptr)
+    int sodium_mprotect_readonly(void *ptr)
+    int sodium_mprotect_readwrite(void *ptr)
+    int sodium_mlock(void *addr, size_t len)
+    int sodium_munlock(void *addr, size_t len)
+    void sodium_memzero(void *pnt, size_t len)
+    int sodium_memcmp(const void *b1, const void *b2, size_t len)
+    int sodium_is_zero(const unsigned char *n, size_t nlen)
+
+    # randombytes.h
+    void randombytes_buf(void *buf, size_t size)
+
+    # crypto_generichash.h (BLAKE2b)
+    size_t crypto_generichash_BYTES
+    size_t crypto_generichash_BYTES_MIN
+    size_t crypto_generichash_BYTES_MAX
+    size_t crypto_generichash_KEYBYTES
+    size_t crypto_generichash_KEYBYTES_MIN
+    size_t crypto_generichash_KEYBYTES_MAX
+    int crypto_generichash(unsigned char *out, size_t outlen,
+                           const unsigned char *in_, unsigned long long inlen,
+                           const unsigned char *key, size_t keylen)
+
+    # crypto_aead_xchacha20poly1305.h
+    size_t crypto_aead_xchacha20poly1305_ietf_KEYBYTES
+    size_t crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+    size_t crypto_aead_xchacha20poly1305_ietf_ABYTES
+    int crypto_aead_xchacha20poly1305_ietf_encrypt(
+        unsigned char *c, unsigned long long *clen_p,
+        const unsigned char *m, unsigned long long mlen,
+        const unsigned char *ad, unsigned long long adlen,
+        const unsigned char *nsec, const unsigned char *npub,
+        const unsigned char *k)
+    int crypto_aead_xchacha20poly1305_ietf_decrypt(
+        unsigned char *m, unsigned long long *mlen_p,
+        unsigned char *nsec,
+        const unsigned char *c, unsigned long long clen,
+        const unsigned char *ad, unsigned long long adlen,
+        const unsigned char *npub, const unsigned char *k)
+
+    # crypto_kdf.h
+    size_t crypto_kdf_BYTES_MIN
+    size_t crypto_kdf_BYTES_MAX
+    size_t crypto_kdf_CONTEXTBYTES
+    size_t crypto_kdf_KEYBYTES
+    int crypto_kdf_derive_from_key(unsigned char *subkey, size_t subkey_len,
+                                   unsigned long long subkey_id,
+                                   const char *ctx, const unsigned char *key)
+
+    # crypto_auth.h (HMAC-SHA-512-256)
+    size_t crypto_auth_BYTES
+    size_t crypto_auth_KEYBYTES
+    int crypto_auth(unsigned char *out, const unsigned char *in_,
+                    unsigned long long inlen, const unsigned char *k)
+    int crypto_auth_verify(const unsigned char *h, const unsigned char *in_,
+                           unsigned long long inlen, const unsigned char *k)
+
+    # crypto_sign.h (Ed25519)
+    size_t crypto_sign_BYTES
+    size_t crypto_sign_SEEDBYTES
+    size_t crypto_sign_PUBLICKEYBYTES
+    size_t crypto_sign_SECRETKEYBYTES
+    int crypto_sign_keypair(unsigned char *pk, unsigned char *sk)
+    int crypto_sign_seed_keypair(unsigned char *pk, unsigned char *sk,
+                                 const unsigned char *seed)
+    int crypto_sign_detached(unsigned char *sig, unsigned long long *siglen_p,
+                             const unsigned char *m, unsigned long long mlen,
+                             const unsigned char *sk)
+    int crypto_sign_verify_detached(const unsigned char *sig,
+                                    const unsigned char *m,
+                                    unsigned long long mlen,
+                                    const unsigned char *pk)
+
+    # crypto_pwhash.h (Argon2id)
+    int crypto_pwhash_ALG_ARGON2ID13
+    size_t crypto_pwhash_SALTBYTES
+    size_t crypto_pwhash_BYTES_MIN
+    size_t crypto_pwhash_BYTES_MAX
+    size_t crypto_pwhash_PASSWD_MAX
+    unsigned long long crypto_pwhash_OPSLIMIT_MIN
+    unsigned long long crypto_pwhash_OPSLIMIT_MAX
+    unsigned long long crypto_pwhash_OPSLIMIT_INTERACTIVE
+    size_t crypto_pwhash_MEMLIMIT_MIN
+    size_t crypto_pwhash_MEMLIMIT_MAX
+    size_t crypto_pwhash_MEMLIMIT_INTERACTIVE
+    int crypto_pwhash(unsigned char *out, unsigned long long outlen,
+                      const char *passwd, unsigned long long passwdlen,
+                      const unsigned char *salt,
+                      unsigned long long opslimit, size_t memlimit, int alg)

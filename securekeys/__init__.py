@@ -1,0 +1,51 @@
+"""securekeys: cryptographic keys in guarded, locked, never-dumped memory.
+
+Keys are created, read from disk, used and destroyed without a copy in the
+garbage-collected heap.  Misuse of a key (writing to it, touching it while
+NOACCESS or after destroy()) ends the process; bad input raises an exception.
+"""
+
+from __future__ import annotations
+
+import os
+
+from securekeys._memory import (
+    Protection,
+    SecureBuffer,
+    SecureKey,
+    create_key,
+    destroy_key,
+    libsodium_version,
+)
+from securekeys.errors import KeyFileError
+from securekeys.files import read_key, write_key
+
+__all__ = [
+    "KeyFileError",
+    "Protection",
+    "SecureBuffer",
+    "SecureKey",
+    "create_key",
+    "destroy_key",
+    "get_include",
+    "libsodium_version",
+    "read_key",
+    "write_key",
+]
+
+__version__ = "0.1.0"
+
+
+def get_include() -> list[str]:
+    """Directories a downstream Cython build needs.
+
+    The first holds the ``securekeys`` package, so that
+    ``from securekeys cimport SecureKey`` and
+    ``from securekeys.includes cimport sodium`` resolve; the rest are where
+    ``sodium.h`` lives when it is not on the compiler's default path.
+    """
+    dirs = [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+    prefix = os.environ.get("SODIUM_INCLUDE_DIR")
+    if prefix:
+        dirs.append(prefix)
+    return dirs

@@ -1,0 +1,44 @@
+# The cimport contract of securekeys' guarded memory.
+#
+# This file fixes the binary layout of SecureBuffer for every module compiled
+# against it, so it is kept small: no public fields, only the `cdef` methods
+# documented under "Using securekeys from Cython" in the README.
+
+# Protection levels, ordered so that a stronger access need is a larger number.
+cdef enum:
+    SK_NOACCESS = 0
+    SK_READONLY = 1
+    SK_READWRITE = 2
+    SK_DESTROYED = 3
+
+cdef class SecureBuffer:
+    cdef unsigned char *_c_data    # user data; ends exactly at the trailing guard page
+    cdef size_t _size
+    cdef int _base                 # protection the owner asked for
+    cdef int _state                # protection the MMU enforces now
+    cdef int _readers              # active read borrows
+    cdef int _writers              # active write borrows
+    cdef bint _locked              # the pages really are mlocked
+    cdef bint _is_key              # never writable once filled
+    cdef void *_c_prev             # registry of live buffers (borrowed references)
+    cdef void *_c_next
+
+    # Borrow the bytes without a copy: protection is raised as needed and the
+    # borrow is counted; the pointer is valid until the matching release.
+    # Call with the GIL held (the GIL serialises borrows); use the pointer
+    # without it.  A destroyed buffer, or a write borrow of a SecureKey, is fatal.
+    cdef const unsigned char *borrow_read(self) except NULL
+    cdef unsigned char *borrow_write(self) except NULL
+    # End a borrow; the last one out restores the protection.
+    cdef int release_read(self) except -1
+    cdef int release_write(self) except -1
+    # Size in bytes and current protection (SK_* above).
+    cdef size_t nbytes(self) noexcept nogil
+    cdef int protection(self) noexcept nogil
+
+    cdef int _set_base(self, int level) except -1
+    cdef int _apply(self) except -1
+    cdef int _require_live(self, const char *what) except -1
+
+cdef class SecureKey(SecureBuffer):
+    pass
