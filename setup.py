@@ -74,23 +74,24 @@ class BuildExt(build_ext):
 
 
 def extensions() -> list[Extension]:
+    """One extension per securekeys/*.pyx, each linked against libsodium."""
     from Cython.Build import cythonize
 
     trace = os.environ.get("SECUREKEYS_CYTHON_TRACE") == "1"
     macros = [("CYTHON_TRACE_NOGIL", "1")] if trace else []
-    ext = Extension(
-        "securekeys._memory",
-        ["securekeys/_memory.pyx"],
-        include_dirs=sodium_include_dirs(),
-        library_dirs=sodium_library_dirs(),
-        libraries=["sodium"],
-        define_macros=macros,
-    )
-    return cythonize(
-        [ext],
-        compiler_directives={"linetrace": trace},
-        include_path=["."],
-    )
+    modules = [
+        Extension(
+            f"securekeys.{name[:-len('.pyx')]}",
+            [f"securekeys/{name}"],
+            include_dirs=sodium_include_dirs(),
+            library_dirs=sodium_library_dirs(),
+            libraries=["sodium"],
+            define_macros=macros,
+        )
+        for name in sorted(os.listdir("securekeys"))
+        if name.endswith(".pyx")
+    ]
+    return cythonize(modules, compiler_directives={"linetrace": trace}, include_path=["."])
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})
