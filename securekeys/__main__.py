@@ -1,0 +1,122 @@
+"""The command line: ``python -m securekeys`` / ``securekeys``.
+
+create PATH [--size N]   write a new random key file (0400, atomic, exclusive)
+check PATH [--size N]    run every read_key check on a key file
+info                     what protection keys get in this process
+
+Errors are one line on stderr and exit status 1 (2 for usage errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import stat
+import sys
+
+from securekeys import KeyFileError, SecureBuffer, create_key, libsodium_version, read_key, write_key
+
+DEFAULT_SIZE = 32
+
+
+def _size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="securekeys",
+        description="Create, check and inspect key files kept out of ordinary memory.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    create = commands.add_parser("create", help="write a new random key file (mode 0400)",
+                                 description="Write a new random key to PATH: created exclusively "
+                                 "(never replaces a file), mode 0400, fsynced, atomic.")
+    create.add_argument("path", metavar="PATH")
+    create.add_argument("--size", type=_size, default=DEFAULT_SIZE, metavar="N",
+                        help=f"key size in bytes (default {DEFAULT_SIZE})")
+    check = commands.add_parser("check", help="verify a key file as read_key would",
+                                description="Run every read_key check on PATH (regular file, "
+                                "owner, permissions, exact size) and say what was verified.")
+    check.add_argument("path", metavar="PATH")
+    check.add_argument("--size", type=_size, default=DEFAULT_SIZE, metavar="N",
+                       help=f"expected key size in bytes (default {DEFAULT_SIZE})")
+    commands.add_parser("info", help="show the protection keys get in this process",
+                        description="Show libsodium's version, whether keys get mlocked, "
+                        "RLIMIT_MEMLOCK, the core-dump limit and vm.max_map_count.")
+    return parser
+
+
+def _create(path: str, size: int) -> None:
+    with create_key(size) as key:
+        write_key(path, key)
+    print(f"{path}: wrote a new {size}-byte key (mode 0400)")
+
+
+def _check(path: str, size: int) -> None:
+    with read_key(path, size) as key:
+        st = os.stat(path, follow_symlinks=False)
+        print(f"{path}: OK")
+        print("  not a symbolic link; a regular file")
+        print(f"  owned by uid {st.st_uid} (this process's effective uid)")
+        print(f"  mode {stat.S_IMODE(st.st_mode):#o}: no group or other permissions")
+        print(f"  exactly {size} bytes, read into guarded memory ({'locked' if key.locked else 'NOT locked'})")
+
+
+def _limit(value: int) -> str:
+    return "unlimited" if value == resource.RLIM_INFINITY else str(value)
+
+
+def info_lines() -> list[str]:
+    probe = SecureBuffer(1)
+    try:
+        locked = probe.locked
+    finally:
+        probe.destroy()
+    memlock = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    core = resource.getrlimit(resource.RLIMIT_CORE)
+    try:
+        with open("/proc/sys/vm/max_map_count", encoding="ascii") as f:
+            max_map_count = f.readline().strip()
+    except OSError:
+        max_map_count = "unknown"
+    return [
+        f"libsodium version: {libsodium_version()}",
+        f"keys are mlocked: {'yes' if locked else 'NO (they may be swapped to disk)'}",
+        f"RLIMIT_MEMLOCK: soft {_limit(memlock[0])}, hard {_limit(memlock[1])} bytes",
+        f"core dump limit (RLIMIT_CORE): soft {_limit(core[0])}, hard {_limit(core[1])} bytes",
+        f"vm.max_map_count: {max_map_count}",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "create":
+            _create(args.path, args.size)
+        elif args.command == "check":
+            _check(args.path, args.size)
+        else:
+            print("\n".join(info_lines()))
+    except (OSError, ValueError, TypeError, MemoryError) as error:
+        print(f"securekeys: error: {_describe(error)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        where = f"{error.filename}: " if error.filename is not None else ""
+        return f"{where}{error.strerror}"
+    return str(error)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

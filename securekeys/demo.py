@@ -1,0 +1,35 @@
+"""`make demo`: create a key, show its protection as the kernel sees it, destroy it."""
+
+from __future__ import annotations
+
+import securekeys
+from securekeys.diagnostics import PageReport, page_report
+
+
+def describe(report: PageReport) -> str:
+    access = ("read" if report.readable else "no read") + ", " + ("write" if report.writable else "no write")
+    return (f"pages {report.start:#x}-{report.end:#x} perms {report.permissions} ({access}); "
+            f"{'locked (never swapped)' if report.mlocked else 'NOT locked'}, "
+            f"{'excluded from core dumps' if not report.dumpable else 'DUMPABLE'}; "
+            f"Locked: {report.locked_kb} kB")
+
+
+def main() -> None:
+    print(f"securekeys {securekeys.__version__} on libsodium {securekeys.libsodium_version()}")
+    key = securekeys.create_key(32)
+    print(f"created   {key!r}")
+    print(f"  smaps:  {describe(page_report(key))}")
+    key.noaccess()
+    print(f"noaccess  {key!r}")
+    print(f"  smaps:  {describe(page_report(key))}")
+    with key.reading() as view:
+        print(f"borrowed  {key!r} for reading {len(view)} bytes")
+        print(f"  smaps:  {describe(page_report(key))}")
+    print(f"returned  {key!r}")
+    securekeys.destroy_key(key)
+    print(f"destroyed {key!r}")
+    print(f"  smaps:  {describe(page_report(key))}")
+
+
+if __name__ == "__main__":
+    main()
