@@ -67,6 +67,7 @@ def read_key(path: StrOrBytesPath, size: int) -> SecureKey:
     a missing file is FileNotFoundError.  Nothing is left behind on error.
     """
     key = SecureKey(size)   # checks `size` before anything touches the disk
+    path = os.fspath(path)  # errors name the path as the os module does
     fd = -1
     try:
         try:

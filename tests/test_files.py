@@ -1,0 +1,389 @@
+"""read_key / write_key against real files, modes, owners and processes."""
+
+from __future__ import annotations
+
+import errno
+import gc
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from securekeys import KeyFileError, Protection, SecureBuffer, SecureKey, create_key, read_key, write_key
+from securekeys._memory import live_buffers
+
+from conftest import run_python
+
+SIZE = 32
+
+
+def make_file(path: Path, content: bytes, mode: int = 0o400) -> Path:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, content)
+    os.close(fd)
+    os.chmod(path, mode)
+    return path
+
+
+def key_bytes(key: SecureBuffer) -> bytes:
+    with key.reading() as view:   # test code may copy; the library never does
+        return bytes(view)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def mappings() -> int:
+    with open("/proc/self/maps", encoding="ascii") as f:
+        return sum(1 for _ in f)
+
+
+# -- read_key -------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", [0o400, 0o600, 0o700, 0o200, 0o000])
+def test_read_key_reads_exact_bytes_readonly(private_dir: Path, mode: int) -> None:
+    content = os.urandom(SIZE)
+    path = make_file(private_dir / "k", content, mode)
+    key = read_key(path, SIZE)
+    assert isinstance(key, SecureKey)
+    assert key.state is Protection.READONLY and key.locked
+    assert key_bytes(key) == content
+
+
+def test_read_key_accepts_str_bytes_and_pathlike(private_dir: Path) -> None:
+    path = make_file(private_dir / "k", b"k" * SIZE)
+    for form in (str(path), os.fsencode(path), path):
+        assert key_bytes(read_key(form, SIZE)) == b"k" * SIZE
+
+
+@pytest.mark.parametrize("bits", range(1, 0o100))
+def test_every_group_or_other_bit_is_refused(private_dir: Path, bits: int) -> None:
+    mode = 0o600 | bits
+    path = make_file(private_dir / "k", b"k" * SIZE, mode)
+    with pytest.raises(KeyFileError) as info:
+        read_key(path, SIZE)
+    assert f"{mode:#o}" in str(info.value)
+    assert info.value.filename == str(path)
+
+
+def test_key_owned_by_someone_else_is_refused(private_dir: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("chown to another uid needs root")
+    path = make_file(private_dir / "k", b"k" * SIZE)
+    os.chown(path, 4242, 4242)
+    with pytest.raises(KeyFileError, match="uid 4242"):
+        read_key(path, SIZE)
+
+
+def test_fifo_is_refused_without_blocking(private_dir: Path) -> None:
+    path = private_dir / "fifo"
+    os.mkfifo(path, 0o600)
+    with pytest.raises(KeyFileError, match="FIFO"):
+        read_key(path, SIZE)
+
+
+def test_fifo_with_a_writer_is_refused(private_dir: Path) -> None:
+    path = private_dir / "fifo"
+    os.mkfifo(path, 0o600)
+    writer = os.open(path, os.O_RDWR)   # a writer that never writes
+    try:
+        with pytest.raises(KeyFileError, match="FIFO"):
+            read_key(path, SIZE)
+    finally:
+        os.close(writer)
+
+
+def test_dev_zero_is_refused() -> None:
+    with pytest.raises(KeyFileError, match="character device"):
+        read_key("/dev/zero", SIZE)
+
+
+def test_directory_is_an_oserror(private_dir: Path) -> None:
+    with pytest.raises(IsADirectoryError) as info:
+        read_key(private_dir, SIZE)
+    assert info.value.filename == str(private_dir)
+
+
+def test_missing_file(private_dir: Path) -> None:
+    with pytest.raises(FileNotFoundError) as info:
+        read_key(private_dir / "missing", SIZE)
+    assert info.value.filename == str(private_dir / "missing")
+
+
+def test_symlinks_are_refused(private_dir: Path) -> None:
+    good = make_file(private_dir / "good", b"k" * SIZE)
+    (private_dir / "link").symlink_to(good)
+    (private_dir / "dangling").symlink_to(private_dir / "nowhere")
+    for name in ("link", "dangling"):
+        with pytest.raises(KeyFileError, match="symbolic link"):
+            read_key(private_dir / name, SIZE)
+
+
+@pytest.mark.parametrize("length", [0, 1, SIZE - 1, SIZE + 1, 4096])
+def test_wrong_size_is_refused(private_dir: Path, length: int) -> None:
+    path = make_file(private_dir / "k", b"k" * length)
+    with pytest.raises(KeyFileError) as info:
+        read_key(path, SIZE)
+    assert f"expected {SIZE} bytes" in str(info.value) and str(length) in str(info.value)
+
+
+def test_huge_file_is_refused_without_reading_it(private_dir: Path) -> None:
+    path = private_dir / "huge"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.ftruncate(fd, 1 << 40)   # sparse: 1 TiB that would take forever to read
+    os.close(fd)
+    with pytest.raises(KeyFileError, match="1099511627776"):
+        read_key(path, SIZE)
+
+
+@pytest.mark.parametrize("size, error", [(0, ValueError), (-1, ValueError), (True, TypeError), ("32", TypeError)])
+def test_bad_size_is_checked_before_the_disk(size: object, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        read_key("/nonexistent/never/opened", size)  # type: ignore[arg-type]
+
+
+def test_errors_leave_no_fd_no_mapping_no_buffer(private_dir: Path) -> None:
+    good = make_file(private_dir / "good", b"g" * SIZE)
+    short = make_file(private_dir / "short", b"s" * 3)
+    loose = make_file(private_dir / "loose", b"l" * SIZE, 0o644)
+    bad_paths = [short, loose, private_dir / "missing", private_dir, Path("/dev/zero")]
+    gc.collect()
+    fds, maps, live = open_fds(), mappings(), live_buffers()
+    for i in range(10_000):
+        if i % 2:
+            with pytest.raises(OSError):
+                read_key(bad_paths[i % len(bad_paths)], SIZE)
+        else:
+            read_key(good, SIZE).destroy()
+    gc.collect()
+    assert open_fds() == fds
+    assert live_buffers() == live
+    assert mappings() <= maps + 4
+
+
+def test_eight_threads_read_the_same_key(private_dir: Path) -> None:
+    content = os.urandom(SIZE)
+    path = make_file(private_dir / "k", content)
+    results: list[bytes] = []
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            for _ in range(300):
+                key = read_key(path, SIZE)
+                results.append(key_bytes(key))
+                key.destroy()
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=reader) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(results) == 2400 and set(results) == {content}
+
+
+# -- write_key ------------------------------------------------------------------
+
+@pytest.mark.parametrize("umask", [0, 0o077, 0o777])
+def test_write_key_makes_a_0400_file_whatever_the_umask(private_dir: Path, umask: int) -> None:
+    key = create_key(SIZE)
+    path = private_dir / "k"
+    old = os.umask(umask)
+    try:
+        write_key(path, key)
+    finally:
+        os.umask(old)
+    st = os.stat(path)
+    assert stat.S_IMODE(st.st_mode) == 0o400 and st.st_uid == os.geteuid()
+    assert key_bytes(read_key(path, SIZE)) == key_bytes(key)
+    assert sorted(os.listdir(private_dir)) == ["k"]   # no temporary left
+
+
+def test_write_key_borrows_a_noaccess_key(private_dir: Path) -> None:
+    key = create_key(SIZE)
+    key.noaccess()
+    write_key(private_dir / "k", key)
+    assert key.state is Protection.NOACCESS
+
+
+def test_write_key_takes_a_plain_secure_buffer(private_dir: Path) -> None:
+    buf = SecureBuffer(5)
+    with buf.writing() as view:
+        view[:] = b"hello"
+    write_key(str(private_dir / "k"), buf)
+    assert key_bytes(read_key(private_dir / "k", 5)) == b"hello"
+
+
+@pytest.mark.parametrize("key", [b"k" * SIZE, bytearray(SIZE), memoryview(b"k" * SIZE), None, "key"])
+def test_write_key_rejects_non_secure_keys(private_dir: Path, key: object) -> None:
+    with pytest.raises(TypeError):
+        write_key(private_dir / "k", key)  # type: ignore[arg-type]
+    assert os.listdir(private_dir) == []
+
+
+def test_write_key_never_replaces(private_dir: Path) -> None:
+    existing = make_file(private_dir / "existing", b"old", 0o600)
+    (private_dir / "link").symlink_to(existing)
+    (private_dir / "dangling").symlink_to(private_dir / "nowhere")
+    for name in ("existing", "link", "dangling"):
+        with pytest.raises(FileExistsError):
+            write_key(private_dir / name, create_key(SIZE))
+    assert existing.read_bytes() == b"old"
+    assert not (private_dir / "nowhere").exists()
+    assert sorted(os.listdir(private_dir)) == ["dangling", "existing", "link"]
+
+
+def test_write_key_into_a_missing_directory(private_dir: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        write_key(private_dir / "no" / "k", create_key(SIZE))
+
+
+def test_write_key_in_a_read_only_directory(private_dir: Path) -> None:
+    # Root ignores directory permissions, so write as an unprivileged user.
+    target = private_dir / "ro"
+    target.mkdir(mode=0o500)
+    os.chown(target, 65534, 65534)
+    os.chmod(private_dir, 0o755)
+
+    result = run_python(f"""
+import os
+from securekeys import create_key, write_key
+if os.geteuid() == 0:   # after start-up: the interpreter lives under /root
+    os.setgid(65534)
+    os.setuid(65534)
+try:
+    write_key({str(target / 'k')!r}, create_key(32))
+except PermissionError as e:
+    print('PermissionError', e.filename)
+""")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(b"PermissionError"), result.stdout
+    assert os.listdir(target) == []
+
+
+def test_failed_write_leaves_nothing_behind(private_dir: Path) -> None:
+    # RLIMIT_FSIZE makes the write itself fail (EFBIG) after the temporary
+    # file exists: it must be removed and nothing linked into place.
+    def small_files() -> None:
+        import resource
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+
+    result = run_python(f"""
+from securekeys import create_key, write_key
+try:
+    write_key({str(private_dir / 'k')!r}, create_key(100_000))
+except OSError as e:
+    print('OSError', e.errno)
+""", preexec_fn=small_files)
+    assert result.stdout.strip() == f"OSError {errno.EFBIG}".encode(), result
+    assert os.listdir(private_dir) == []
+
+
+def test_write_killed_before_the_link_leaves_no_key(private_dir: Path) -> None:
+    # Kill the writer for real between the temporary write and the link:
+    # the fsync of the temporary file is the last step before linking.
+    result = run_python(f"""
+import os, signal
+from securekeys import create_key, files
+real_fsync = os.fsync
+def fsync_then_die(fd):
+    real_fsync(fd)
+    if os.path.basename(os.readlink(f'/proc/self/fd/{{fd}}')).endswith('.tmp'):
+        os.kill(os.getpid(), signal.SIGKILL)
+os.fsync = fsync_then_die
+files.write_key({str(private_dir / 'k')!r}, create_key(4096))
+print('REACHED')
+""")
+    assert result.returncode == -signal.SIGKILL, result
+    assert not (private_dir / "k").exists()
+
+
+def test_write_killed_at_random_moments_is_never_partial(private_dir: Path) -> None:
+    code = f"""
+import os, sys
+from securekeys import create_key, write_key
+for i in range(1000):
+    write_key(os.path.join({str(private_dir)!r}, f'k{{i}}'), create_key(65536))
+"""
+    for delay in (0.05, 0.1, 0.2, 0.3, 0.5):
+        proc = subprocess.Popen([sys.executable, "-c", code])
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        for name in os.listdir(private_dir):
+            path = private_dir / name
+            if name.startswith("k"):
+                assert path.stat().st_size == 65536
+                assert stat.S_IMODE(path.stat().st_mode) == 0o400
+            path.unlink()
+
+
+# -- the command line -----------------------------------------------------------
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "securekeys", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=60)
+
+
+def test_cli_create_and_check(private_dir: Path) -> None:
+    path = str(private_dir / "k")
+    done = cli("create", path, "--size", "64")
+    assert done.returncode == 0 and done.stderr == ""
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o400 and os.path.getsize(path) == 64
+    checked = cli("check", path, "--size", "64")
+    assert checked.returncode == 0 and "OK" in checked.stdout and "0o400" in checked.stdout
+    default = cli("create", str(private_dir / "d"))
+    assert default.returncode == 0 and os.path.getsize(private_dir / "d") == 32
+
+
+@pytest.mark.parametrize("args, message", [
+    (["check", "{dir}/k", "--size", "16"], "expected 16 bytes"),
+    (["check", "{dir}/missing"], "No such file"),
+    (["check", "{dir}"], "directory"),
+    (["check", "/dev/zero"], "character device"),
+    (["create", "{dir}/k"], "existing"),
+])
+def test_cli_errors_are_one_line_exit_1(private_dir: Path, args: list[str], message: str) -> None:
+    make_file(private_dir / "k", b"k" * SIZE)
+    done = cli(*[a.format(dir=private_dir) for a in args])
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["bogus"], ["create"], ["check", "x", "--size", "0"],
+                                  ["check", "x", "--size", "many"]])
+def test_cli_usage_errors_exit_2(args: list[str]) -> None:
+    done = cli(*args)
+    assert done.returncode == 2 and "usage:" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("command", [[], ["create"], ["check"], ["info"]])
+def test_cli_help(command: list[str]) -> None:
+    done = cli(*command, "--help")
+    assert done.returncode == 0 and "usage:" in done.stdout
+
+
+def test_cli_info() -> None:
+    done = cli("info")
+    assert done.returncode == 0
+    for field in ("libsodium version", "mlocked", "RLIMIT_MEMLOCK", "core dump", "vm.max_map_count"):
+        assert field in done.stdout
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).with_name("securekeys")
+    done = subprocess.run([str(script), "info"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "libsodium version" in done.stdout
