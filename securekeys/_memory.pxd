@@ -18,8 +18,9 @@ cdef class SecureBuffer:
     cdef int _state                # protection the MMU enforces now
     cdef int _readers              # active read borrows
     cdef int _writers              # active write borrows
-    cdef bint _locked              # the pages really are mlocked
     cdef bint _is_key              # never writable once filled
+    cdef void *_c_slot             # the allocator's slot holding the data
+    cdef object _owner             # the KeyRing whose pages hold the data, or None
     cdef void *_c_prev             # registry of live buffers (borrowed references)
     cdef void *_c_next
 
@@ -42,3 +43,7 @@ cdef class SecureBuffer:
 
 cdef class SecureKey(SecureBuffer):
     pass
+
+cdef class KeyRing:
+    cdef void *_c_ring
+    cdef void *take(self, size_t size, unsigned char **data) except NULL

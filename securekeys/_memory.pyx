@@ -3,31 +3,56 @@
 
 Layers, bottom up:
   * the fatal path (`_fatal`): one line on stderr, wipe every live buffer, abort;
-  * the registry of live buffers (an intrusive list; the fatal path walks it);
-  * the region allocator (`_region_alloc` / `_region_protect` / `_region_free`):
-    today libsodium's `sodium_malloc`, checked and made honest about `mlock`;
+  * the registry of live buffers (an intrusive list; the fatal path, wipe_all()
+    and the fork hook walk it);
+  * the slot allocator: guarded slots carved from chunks of pages, kept in a
+    bounded pool for reuse, on one of two backends (anonymous memory or
+    memfd_secret); KeyRing packs many small keys into shared pages;
   * `SecureBuffer` / `SecureKey`: protection as state, borrows, buffer protocol.
 """
 
 import enum
+import os
+import warnings
 
 from cpython.buffer cimport PyBuffer_FillInfo, PyBUF_WRITABLE
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.object cimport PyObject_AsFileDescriptor
-from libc.errno cimport errno, EINTR, EAGAIN, ENOMEM, EPERM
+from libc.errno cimport errno, EINTR, EAGAIN, ENOMEM, EPERM, ENOSYS
 from libc.stdint cimport uintptr_t
-from libc.stdlib cimport abort
+from libc.stdlib cimport abort, calloc, free
 from libc.string cimport strlen, memcpy
-from posix.mman cimport mlock, madvise, MADV_DONTDUMP
-from posix.unistd cimport read, write, sysconf, _SC_PAGESIZE
+from posix.mman cimport (
+    mmap, munmap, mprotect, mlock2, madvise, MAP_FAILED, MAP_PRIVATE, MAP_SHARED,
+    MAP_ANONYMOUS, PROT_NONE, PROT_READ, PROT_WRITE, MLOCK_ONFAULT,
+    MADV_DONTDUMP, MADV_WIPEONFORK, MADV_DONTFORK,
+)
+from posix.unistd cimport read, write, close, ftruncate, sysconf, _SC_PAGESIZE
 
 from securekeys.includes cimport sodium
+from securekeys.errors import LockError, SecurityWarning
 
 cdef extern from "string.h" nogil:
     char *strerror(int errnum)
 
 cdef extern from "Python.h":
     Py_ssize_t PY_SSIZE_T_MAX
+
+cdef extern from *:
+    """
+    #include <errno.h>
+    #include <sys/syscall.h>
+    #include <unistd.h>
+    static int securekeys_memfd_secret(void) {
+    #ifdef SYS_memfd_secret
+        return (int) syscall(SYS_memfd_secret, 0);
+    #else
+        errno = ENOSYS;
+        return -1;
+    #endif
+    }
+    """
+    int securekeys_memfd_secret() nogil
 
 
 # ---------------------------------------------------------------------------
@@ -105,10 +130,10 @@ cdef void _wipe_registry() noexcept:
     cdef SecureBuffer buf
     while node != NULL:
         buf = <SecureBuffer>node
-        if buf._state != SK_DESTROYED:
-            if sodium.sodium_mprotect_readwrite(buf._c_data) == 0:
+        if buf._state != SK_DESTROYED and buf._c_slot != NULL:
+            if _slot_protect(<Slot *>buf._c_slot, SK_READWRITE) == 0:
                 sodium.sodium_memzero(buf._c_data, buf._size)
-                sodium.sodium_mprotect_noaccess(buf._c_data)
+                _slot_protect(<Slot *>buf._c_slot, SK_NOACCESS)
         node = buf._c_next
 
 
@@ -117,88 +142,606 @@ def live_buffers():
     return _registry_count
 
 
+def wipe_all():
+    """Destroy every live secure buffer in the process; return how many.
+
+    Every memoryview of them dies on its next touch (memguard's Purge).
+    """
+    cdef void *node = _registry_head
+    cdef SecureBuffer buf
+    cdef Py_ssize_t count = 0
+    while node != NULL:
+        buf = <SecureBuffer>node
+        node = buf._c_next
+        if buf._state != SK_DESTROYED:
+            buf.destroy()
+            count += 1
+    return count
+
+
 # ---------------------------------------------------------------------------
 # One helper turns a failed C call into an exception.
 
 cdef int _raise_errno(str what, int err) except -1:
-    raise OSError(err, f"{what}: {strerror(err).decode('utf-8', 'replace')}")
+    message = f"{what}: {strerror(err).decode('utf-8', 'replace')}"
+    if err == ENOMEM:
+        raise MemoryError(message)
+    raise OSError(err, message)
 
 
 # ---------------------------------------------------------------------------
-# The region allocator: the seam behind which pools and other backends go.
+# The slot allocator.
 #
-# libsodium's layout: [size page][guard][padding | 16-byte canary | data][guard].
-# It ignores failures of mlock() and madvise(MADV_DONTDUMP); we repeat both
-# calls on the same pages and check them, so `locked` tells the truth.
+# A chunk is one mapping of `count` slots, each slot a run of data pages with
+# a guard page on each side; neighbours share guards:
+#
+#     [guard][slot 0 pages][guard][slot 1 pages][guard] ... [guard]
+#
+# The data of an allocation ends exactly at its slot's trailing guard page,
+# with a 16-byte canary right before it (checked on destroy).  The whole chunk
+# is madvise(MADV_DONTDUMP), MADV_WIPEONFORK (anonymous memory) or
+# MADV_DONTFORK (secretmem), and mlock2(MLOCK_ONFAULT)ed; if that lock fails
+# (RLIMIT_MEMLOCK), each slot is locked on its own when handed out, and its
+# `locked` flag says whether that worked.  Every call's result is checked.
+#
+# Slots come back to a per-size pool only when their owner object is
+# deallocated (no view can reach them), already wiped and PROT_NONE.  The pool
+# is bounded: above the bound a chunk whose slots are all free is unmapped.
 
 cdef size_t _page_size = <size_t>sysconf(_SC_PAGESIZE)
 cdef enum:
-    _CANARY_SIZE = 16          # libsodium's canary, right before the data
+    _CANARY_SIZE = 16
+    _MAX_POOLED_PAGES = 256        # slots up to 1 MiB are pooled
+    _SLOTS_PER_SMALL_CHUNK = 64
+    BACKEND_SODIUM = 0             # anonymous private memory
+    BACKEND_SECRETMEM = 1          # memfd_secret(2): out of the kernel's direct map
+    POLICY_BEST_EFFORT = 0
+    POLICY_WARN = 1
+    POLICY_REQUIRE = 2
 cdef unsigned char _canary[_CANARY_SIZE]
 
+cdef struct Chunk:
+    unsigned char *base
+    size_t length
+    size_t slot_pages
+    size_t count
+    size_t in_use
+    int backend
+    bint locked                    # the whole mapping is mlocked
+    Slot *slots
+    Ring *ring                     # KeyRing runs only
+    RingPage *pages                # KeyRing runs only
+    Chunk *prev
+    Chunk *next
 
-cdef inline unsigned char *_data_pages(unsigned char *data) noexcept nogil:
-    # First page of the region that holds canary and data (page aligned).
-    return <unsigned char *>(<uintptr_t>(data - _CANARY_SIZE) & ~(<uintptr_t>_page_size - 1))
+cdef struct Slot:
+    Chunk *chunk
+    unsigned char *start           # first data page
+    size_t length                  # data pages, in bytes
+    unsigned char *canary          # where the current allocation's canary is
+    bint locked
+    bint free
+    Slot *prev_free
+    Slot *next_free
+    RingPage *page                 # KeyRing slots only: the shared page
+    int level                      # KeyRing slots only: the protection this key wants
+
+# A KeyRing packs many small keys into shared pages: a run of pages between
+# two guard pages, each page holding as many [canary | key] slots as fit, the
+# last key ending at the page's end.  A page's protection is the highest any
+# of its live keys needs (the documented trade-off of density).
+cdef struct RingPage:
+    unsigned char *start
+    int counts[3]                  # live keys wanting NOACCESS, READONLY, READWRITE
+    int level                      # protection in force
+
+cdef struct Ring:
+    size_t key_size
+    size_t stride                  # canary + key
+    size_t per_page
+    size_t keys                    # keys taken and not yet wiped
+    int backend
+    bint closed                    # destroy()ed, or inherited through fork()
+    Slot *free
+    Ring *next
+
+cdef Chunk *_chunks = NULL
+cdef Slot *_pool[2][_MAX_POOLED_PAGES + 1]
+cdef size_t _pool_bytes = 0
+cdef size_t _pool_limit = 16 * 1024 * 1024
+cdef size_t _locked_bytes = 0
+cdef size_t _mapped_bytes = 0
+cdef int _backend = BACKEND_SODIUM
+cdef int _lock_policy = POLICY_BEST_EFFORT
+cdef bint _warned_unlocked = False
+cdef bint _forked_child = False
+
+cdef tuple _BACKENDS = ("sodium", "secretmem")
+cdef tuple _POLICIES = ("best-effort", "warn", "require")
 
 
-cdef unsigned char *_region_alloc(size_t size, bint *locked) except NULL:
-    cdef unsigned char *data = <unsigned char *>sodium.sodium_malloc(size)
-    cdef unsigned char *pages
-    cdef size_t length
-    cdef int err
-    if data == NULL:
-        raise MemoryError(f"cannot allocate {size} bytes of guarded memory")
-    sodium.sodium_memzero(data, size)   # sodium_malloc fills with 0xdb
-    pages = _data_pages(data)
-    length = <size_t>(data + size - pages)
-    if madvise(pages, length, MADV_DONTDUMP) != 0:
-        err = errno
-        sodium.sodium_free(data)
-        _raise_errno("madvise(MADV_DONTDUMP) on guarded memory", err)
-    if mlock(pages, length) == 0:
-        locked[0] = True
-    else:
-        err = errno
-        if err not in (ENOMEM, EAGAIN, EPERM):
-            sodium.sodium_free(data)
-            _raise_errno("mlock on guarded memory", err)
-        locked[0] = False   # over RLIMIT_MEMLOCK: swappable, and we say so
-    return data
-
-
-cdef inline int _region_protect(unsigned char *data, int level) noexcept nogil:
+cdef inline int _prot(int level) noexcept nogil:
     if level == SK_READWRITE:
-        return sodium.sodium_mprotect_readwrite(data)
+        return PROT_READ | PROT_WRITE
     if level == SK_READONLY:
-        return sodium.sodium_mprotect_readonly(data)
-    return sodium.sodium_mprotect_noaccess(data)
+        return PROT_READ
+    return PROT_NONE
 
 
-cdef void _region_free(unsigned char *data) noexcept:
-    if sodium.sodium_mprotect_readwrite(data) != 0:
-        _fatal_c(b"cannot make guarded memory writable to wipe and free it")
-    # sodium_free() would raise SIGSEGV on a bad canary without a word; check
-    # first so the process says what happened.
-    if sodium.sodium_memcmp(data - _CANARY_SIZE, _canary, _CANARY_SIZE) != 0:
+cdef bint _lockable_error(int err) noexcept nogil:
+    # What RLIMIT_MEMLOCK or a missing CAP_IPC_LOCK look like.
+    return err == ENOMEM or err == EAGAIN or err == EPERM
+
+
+cdef unsigned char *_map_guarded(size_t length, int backend, bint *locked) except NULL:
+    """Map `length` bytes PROT_NONE, never dumped, wiped or unmapped on fork,
+    and mlock2(MLOCK_ONFAULT)ed when RLIMIT_MEMLOCK allows (`locked`)."""
+    cdef void *base
+    cdef int fd = -1, err = 0
+    if backend == BACKEND_SECRETMEM:
+        fd = securekeys_memfd_secret()
+        if fd < 0:
+            _raise_errno("memfd_secret", errno)
+        if ftruncate(fd, length) != 0:
+            err = errno
+            close(fd)
+            _raise_errno("ftruncate of secret memory", err)
+        base = mmap(NULL, length, PROT_NONE, MAP_SHARED, fd, 0)
+        err = errno
+        close(fd)
+    else:
+        base = mmap(NULL, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        err = errno
+    if base == MAP_FAILED:
+        _raise_errno(f"cannot map {length} bytes of guarded memory", err)
+    try:
+        if madvise(base, length, MADV_DONTDUMP) != 0:
+            _raise_errno("madvise(MADV_DONTDUMP)", errno)
+        # Keys must not survive fork(): anonymous pages read as zero in the
+        # child; secretmem cannot be wiped that way, so it is not inherited.
+        if madvise(base, length, MADV_WIPEONFORK if backend == BACKEND_SODIUM else MADV_DONTFORK) != 0:
+            _raise_errno("madvise(MADV_WIPEONFORK/MADV_DONTFORK)", errno)
+        locked[0] = mlock2(base, length, MLOCK_ONFAULT) == 0
+        if not locked[0] and not _lockable_error(errno):
+            _raise_errno("mlock2", errno)
+    except BaseException:
+        munmap(base, length)
+        raise
+    return <unsigned char *>base
+
+
+cdef Chunk *_new_chunk(size_t length, size_t slot_count, int backend) except NULL:
+    cdef bint locked = False
+    cdef unsigned char *base = _map_guarded(length, backend, &locked)
+    cdef Chunk *chunk = <Chunk *>calloc(1, sizeof(Chunk))
+    if chunk != NULL:
+        chunk.slots = <Slot *>calloc(slot_count, sizeof(Slot))
+    if chunk == NULL or chunk.slots == NULL:
+        free(chunk)
+        munmap(base, length)
+        raise MemoryError("cannot allocate guarded memory bookkeeping")
+    chunk.base = base
+    chunk.length = length
+    chunk.count = slot_count
+    chunk.backend = backend
+    chunk.locked = locked
+    _link_chunk(chunk)
+    return chunk
+
+
+cdef Chunk *_map_chunk(size_t slot_pages, size_t count, int backend) except NULL:
+    """A chunk of `count` slots of `slot_pages` pages, guards shared between them."""
+    cdef Chunk *chunk = _new_chunk((count * (slot_pages + 1) + 1) * _page_size, count, backend)
+    cdef size_t i
+    chunk.slot_pages = slot_pages
+    for i in range(count):
+        chunk.slots[i].chunk = chunk
+        chunk.slots[i].start = chunk.base + (1 + i * (slot_pages + 1)) * _page_size
+        chunk.slots[i].length = slot_pages * _page_size
+        chunk.slots[i].locked = chunk.locked
+    return chunk
+
+
+cdef void _link_chunk(Chunk *chunk) noexcept:
+    global _chunks, _mapped_bytes, _locked_bytes
+    chunk.next = _chunks
+    if _chunks != NULL:
+        _chunks.prev = chunk
+    _chunks = chunk
+    _mapped_bytes += chunk.length
+    if chunk.locked:
+        _locked_bytes += chunk.length
+
+
+cdef void _unmap_chunk(Chunk *chunk) noexcept:
+    global _chunks, _mapped_bytes, _locked_bytes
+    cdef size_t i
+    for i in range(chunk.count):
+        if chunk.slots[i].free:
+            _pool_remove(&chunk.slots[i])
+        elif chunk.slots[i].locked and not chunk.locked:
+            _locked_bytes -= chunk.slots[i].length
+    if chunk.pages != NULL:
+        free(chunk.pages)
+    if chunk.prev != NULL:
+        chunk.prev.next = chunk.next
+    else:
+        _chunks = chunk.next
+    if chunk.next != NULL:
+        chunk.next.prev = chunk.prev
+    _mapped_bytes -= chunk.length
+    if chunk.locked:
+        _locked_bytes -= chunk.length
+    if munmap(chunk.base, chunk.length) != 0:
+        _fatal_c(b"munmap of guarded memory failed")
+    free(chunk.slots)
+    free(chunk)
+
+
+cdef inline void _pool_push(Slot *slot) noexcept:
+    global _pool_bytes
+    cdef Slot **head = &_pool[slot.chunk.backend][slot.chunk.slot_pages]
+    slot.free = True
+    slot.prev_free = NULL
+    slot.next_free = head[0]
+    if head[0] != NULL:
+        head[0].prev_free = slot
+    head[0] = slot
+    _pool_bytes += slot.length
+
+
+cdef inline void _pool_remove(Slot *slot) noexcept:
+    global _pool_bytes
+    cdef Slot **head = &_pool[slot.chunk.backend][slot.chunk.slot_pages]
+    if slot.prev_free != NULL:
+        slot.prev_free.next_free = slot.next_free
+    else:
+        head[0] = slot.next_free
+    if slot.next_free != NULL:
+        slot.next_free.prev_free = slot.prev_free
+    slot.free = False
+    slot.prev_free = slot.next_free = NULL
+    _pool_bytes -= slot.length
+
+
+cdef int _apply_lock_policy(bint locked) except -1:
+    global _warned_unlocked
+    if locked:
+        return 0
+    if _lock_policy == POLICY_REQUIRE:
+        raise LockError("cannot lock guarded memory (RLIMIT_MEMLOCK reached?) "
+                        "and the lock policy is 'require'")
+    if _lock_policy == POLICY_WARN and not _warned_unlocked:
+        _warned_unlocked = True
+        warnings.warn("securekeys: guarded memory could not be locked; secrets may be "
+                      "swapped to disk (raise RLIMIT_MEMLOCK)", SecurityWarning, stacklevel=4)
+    return 0
+
+
+cdef Slot *_slot_take(size_t size, unsigned char **data) except NULL:
+    """A zero-filled READWRITE slot whose last `size` bytes are the data."""
+    global _locked_bytes
+    cdef size_t pages = (size + _CANARY_SIZE + _page_size - 1) // _page_size
+    cdef Slot *slot = NULL
+    cdef Chunk *chunk
+    cdef size_t i
+    if pages <= _MAX_POOLED_PAGES:
+        slot = _pool[_backend][pages]
+        if slot == NULL:
+            chunk = _map_chunk(pages, max(1, _SLOTS_PER_SMALL_CHUNK // pages), _backend)
+            for i in reversed(range(chunk.count)):
+                _pool_push(&chunk.slots[i])
+            slot = _pool[_backend][pages]
+        _pool_remove(slot)
+    else:
+        slot = &_map_chunk(pages, 1, _backend).slots[0]
+    slot.chunk.in_use += 1
+    try:
+        if not slot.locked:
+            # The chunk could not be locked whole: lock this slot alone.
+            if mlock2(slot.start, slot.length, MLOCK_ONFAULT) == 0:
+                slot.locked = True
+                _locked_bytes += slot.length
+            elif not _lockable_error(errno):
+                _raise_errno("mlock2", errno)
+        _apply_lock_policy(slot.locked)
+        if mprotect(slot.start, slot.length, PROT_READ | PROT_WRITE) != 0:
+            _raise_errno("mprotect", errno)
+    except BaseException:
+        _slot_give_back(slot)
+        raise
+    data[0] = slot.start + slot.length - size
+    slot.canary = data[0] - _CANARY_SIZE
+    memcpy(slot.canary, _canary, _CANARY_SIZE)
+    return slot
+
+
+cdef inline int _slot_protect(Slot *slot, int level) noexcept nogil:
+    if slot.page != NULL:
+        return _ring_page_change(slot, level)
+    return mprotect(slot.start, slot.length, _prot(level))
+
+
+cdef void _slot_wipe(Slot *slot, unsigned char *data, size_t size) noexcept:
+    """Check the canary, zero canary and data, leave the slot PROT_NONE."""
+    if slot.page != NULL:
+        _ring_wipe(slot, data, size)
+        return
+    if mprotect(slot.start, slot.length, PROT_READ | PROT_WRITE) != 0:
+        _fatal_c(b"cannot make a secure buffer writable to wipe it")
+    if sodium.sodium_memcmp(slot.canary, _canary, _CANARY_SIZE) != 0:
         _fatal_c(b"the canary before a secure buffer was overwritten "
                  b"(a write ran past the start of the buffer)")
-    sodium.sodium_free(data)   # wipes, unlocks and unmaps
+    sodium.sodium_memzero(slot.canary, _CANARY_SIZE + size)
+    if mprotect(slot.start, slot.length, PROT_NONE) != 0:
+        _fatal_c(b"cannot make a wiped secure buffer inaccessible")
 
 
-cdef void _snapshot_canary() except *:
-    cdef unsigned char *probe = <unsigned char *>sodium.sodium_malloc(1)
-    if probe == NULL:
-        raise MemoryError("cannot allocate guarded memory")
-    memcpy(_canary, probe - _CANARY_SIZE, _CANARY_SIZE)
-    sodium.sodium_free(probe)
+cdef void _slot_give_back(Slot *slot) noexcept:
+    """Return a wiped PROT_NONE slot whose owner is gone to the pool."""
+    if slot.page != NULL:
+        _ring_give_back(slot)
+        return
+    cdef Chunk *chunk = slot.chunk
+    chunk.in_use -= 1
+    if chunk.slot_pages > _MAX_POOLED_PAGES:
+        _unmap_chunk(chunk)
+        return
+    _pool_push(slot)
+    if _pool_bytes > _pool_limit and chunk.in_use == 0:
+        _unmap_chunk(chunk)
 
+
+def _sodium_malloc_cycle(size_t size):
+    """sodium_malloc + sodium_free of `size` bytes: the benchmark's baseline."""
+    cdef void *p = sodium.sodium_malloc(size)
+    if p == NULL:
+        raise MemoryError("sodium_malloc failed")
+    sodium.sodium_free(p)
+
+
+def _set_pool_limit(size_t limit):
+    """Set the pool's bound in bytes (for tests and tuning); return the old one."""
+    global _pool_limit
+    old = _pool_limit
+    _pool_limit = limit
+    return old
+
+
+def _allocator_stats():
+    """Numbers for report(): backend, policy, pool and lock accounting."""
+    cdef void *node = _registry_head
+    cdef SecureBuffer buf
+    cdef Py_ssize_t unlocked = 0
+    cdef Chunk *chunk = _chunks
+    cdef Py_ssize_t chunks = 0
+    while node != NULL:
+        buf = <SecureBuffer>node
+        if buf._c_slot != NULL and not (<Slot *>buf._c_slot).locked:
+            unlocked += 1
+        node = buf._c_next
+    while chunk != NULL:
+        chunks += 1
+        chunk = chunk.next
+    return {
+        "backend": _BACKENDS[_backend],
+        "lock_policy": _POLICIES[_lock_policy],
+        "live_buffers": _registry_count,
+        "unlocked_buffers": unlocked,
+        "locked_bytes": _locked_bytes,
+        "mapped_bytes": _mapped_bytes,
+        "chunks": chunks,
+        "pool_bytes": _pool_bytes,
+        "pool_limit": _pool_limit,
+        "forked_child": bool(_forked_child),
+    }
+
+
+def set_lock_policy(policy):
+    """What to do when guarded memory cannot be mlocked.
+
+    "best-effort" (default): allocate anyway; the buffer's `locked` is False.
+    "warn": the same, with a SecurityWarning once per process.
+    "require": raise LockError (a MemoryError) and allocate nothing.
+    """
+    global _lock_policy
+    if policy not in _POLICIES:
+        raise ValueError(f"lock policy must be one of {', '.join(map(repr, _POLICIES))}, not {policy!r}")
+    _lock_policy = _POLICIES.index(policy)
+
+
+def get_lock_policy():
+    """The current lock policy."""
+    return _POLICIES[_lock_policy]
+
+
+def set_backend(name):
+    """Where new secure buffers live: "sodium" (default) or "secretmem".
+
+    "secretmem" uses memfd_secret(2): pages removed from the kernel's direct
+    map.  OSError when this kernel does not offer it.  Existing buffers stay
+    where they are.
+    """
+    global _backend
+    if name not in _BACKENDS:
+        raise ValueError(f"backend must be 'sodium' or 'secretmem', not {name!r}")
+    cdef int fd
+    if name == "secretmem":
+        fd = securekeys_memfd_secret()
+        if fd < 0:
+            err = errno
+            raise OSError(err, f"the secretmem backend is unavailable: memfd_secret(2) "
+                               f"failed: {strerror(err).decode()}")
+        close(fd)
+    _backend = _BACKENDS.index(name)
+
+
+def get_backend():
+    """The backend new secure buffers are allocated on."""
+    return _BACKENDS[_backend]
+
+
+# ---------------------------------------------------------------------------
+# KeyRing pages.
+
+cdef enum:
+    _RING_RUN_PAGES = 64
+
+cdef Ring *_rings = NULL
+
+
+cdef inline int _ring_target(RingPage *page) noexcept nogil:
+    if page.counts[SK_READWRITE] > 0:
+        return SK_READWRITE
+    if page.counts[SK_READONLY] > 0:
+        return SK_READONLY
+    return SK_NOACCESS
+
+
+cdef int _ring_page_set(RingPage *page, int level) noexcept nogil:
+    if level != page.level:
+        if mprotect(page.start, _page_size, _prot(level)) != 0:
+            return -1
+        page.level = level
+    return 0
+
+
+cdef int _ring_page_change(Slot *slot, int level) noexcept nogil:
+    cdef RingPage *page = slot.page
+    cdef int old = slot.level
+    page.counts[old] -= 1
+    page.counts[level] += 1
+    if _ring_page_set(page, _ring_target(page)) != 0:
+        page.counts[level] -= 1
+        page.counts[old] += 1
+        return -1
+    slot.level = level
+    return 0
+
+
+cdef int _ring_grow(Ring *ring) except -1:
+    cdef Chunk *chunk = _new_chunk((_RING_RUN_PAGES + 2) * _page_size,
+                                   _RING_RUN_PAGES * ring.per_page, ring.backend)
+    cdef size_t p, k
+    cdef Slot *slot
+    cdef RingPage *page
+    chunk.ring = ring
+    chunk.pages = <RingPage *>calloc(_RING_RUN_PAGES, sizeof(RingPage))
+    if chunk.pages == NULL:
+        _unmap_chunk(chunk)
+        raise MemoryError("cannot allocate KeyRing bookkeeping")
+    for p in range(_RING_RUN_PAGES):
+        page = &chunk.pages[p]
+        page.start = chunk.base + (1 + p) * _page_size
+        page.level = SK_NOACCESS
+        for k in range(ring.per_page):
+            slot = &chunk.slots[p * ring.per_page + k]
+            slot.chunk = chunk
+            slot.page = page
+            slot.start = page.start
+            slot.length = _page_size
+            slot.locked = chunk.locked
+            slot.canary = page.start + _page_size - (ring.per_page - k) * ring.stride
+    for k in reversed(range(chunk.count)):
+        chunk.slots[k].next_free = ring.free
+        ring.free = &chunk.slots[k]
+    return 0
+
+
+cdef Slot *_ring_take(Ring *ring, unsigned char **data) except NULL:
+    cdef Slot *slot
+    if ring.free == NULL:
+        _ring_grow(ring)
+    slot = ring.free
+    _apply_lock_policy(slot.locked)
+    slot.level = SK_READWRITE
+    slot.page.counts[SK_READWRITE] += 1
+    if _ring_page_set(slot.page, SK_READWRITE) != 0:
+        slot.page.counts[SK_READWRITE] -= 1
+        _raise_errno("mprotect", errno)
+    ring.free = slot.next_free
+    slot.next_free = NULL
+    memcpy(slot.canary, _canary, _CANARY_SIZE)
+    data[0] = slot.canary + _CANARY_SIZE
+    ring.keys += 1
+    return slot
+
+
+cdef void _ring_wipe(Slot *slot, unsigned char *data, size_t size) noexcept:
+    cdef RingPage *page = slot.page
+    if _ring_page_set(page, SK_READWRITE) != 0:
+        _fatal_c(b"cannot make a KeyRing page writable to wipe a key")
+    if sodium.sodium_memcmp(slot.canary, _canary, _CANARY_SIZE) != 0:
+        _fatal_c(b"the canary before a KeyRing key was overwritten "
+                 b"(a write ran past the end of its neighbour)")
+    sodium.sodium_memzero(slot.canary, _CANARY_SIZE + size)
+    page.counts[slot.level] -= 1
+    slot.level = SK_NOACCESS
+    slot.chunk.ring.keys -= 1
+    if _ring_page_set(page, _ring_target(page)) != 0:
+        _fatal_c(b"cannot restore the protection of a KeyRing page")
+
+
+cdef void _ring_give_back(Slot *slot) noexcept:
+    cdef Ring *ring = slot.chunk.ring
+    slot.next_free = ring.free
+    ring.free = slot
+
+
+cdef void _forget_rings() noexcept:
+    # In a forked child: the parent's ring pages are sealed and forgotten.
+    cdef Ring *ring = _rings
+    while ring != NULL:
+        ring.closed = True
+        ring.free = NULL
+        ring.keys = 0
+        ring = ring.next
+
+
+# ---------------------------------------------------------------------------
+# fork(): the child holds no usable key.  Anonymous chunks are
+# MADV_WIPEONFORK (zero in the child) and secretmem chunks MADV_DONTFORK (not
+# mapped in the child); on top of that, this hook makes every chunk PROT_NONE
+# in the child (stale views die), marks every buffer DESTROYED, and forgets
+# the parent's memory so that the child never frees or reuses it.
+
+def _after_fork_in_child():
+    global _chunks, _pool_bytes, _mapped_bytes, _locked_bytes, _forked_child
+    cdef Chunk *chunk = _chunks
+    cdef void *node = _registry_head
+    cdef SecureBuffer buf
+    cdef int pages
+    while chunk != NULL:
+        if chunk.backend == BACKEND_SODIUM and mprotect(chunk.base, chunk.length, PROT_NONE) != 0:
+            _fatal_c(b"cannot seal the parent's keys in a forked child")
+        chunk = chunk.next      # the bookkeeping is leaked in the child on purpose
+    _chunks = NULL
+    for pages in range(_MAX_POOLED_PAGES + 1):
+        _pool[BACKEND_SODIUM][pages] = NULL
+        _pool[BACKEND_SECRETMEM][pages] = NULL
+    _pool_bytes = _mapped_bytes = _locked_bytes = 0
+    _forget_rings()
+    while node != NULL:
+        buf = <SecureBuffer>node
+        buf._state = buf._base = SK_DESTROYED
+        buf._c_slot = NULL
+        node = buf._c_next
+    _forked_child = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# ---------------------------------------------------------------------------
+# Start-up: libsodium, our canary, the backend from the environment.
 
 if sodium.sodium_init() < 0:
     raise ImportError("securekeys: sodium_init() failed; libsodium is unusable")
 if sodium.sodium_set_misuse_handler(_on_sodium_misuse) != 0:
     raise ImportError("securekeys: cannot install libsodium's misuse handler")
-_snapshot_canary()
+sodium.randombytes_buf(_canary, _CANARY_SIZE)
+if os.environ.get("SECUREKEYS_BACKEND"):
+    set_backend(os.environ["SECUREKEYS_BACKEND"])
 
 
 def libsodium_version():
@@ -240,22 +783,30 @@ cdef class SecureBuffer:
     ends the process.
     """
 
-    def __cinit__(self, size):
+    def __cinit__(self, size, KeyRing _ring=None):
         cdef size_t n = _checked_size(size)
-        cdef bint locked = False
-        self._c_data = _region_alloc(n, &locked)
+        cdef unsigned char *data = NULL
+        if _ring is None:
+            self._c_slot = _slot_take(n, &data)
+        else:
+            self._c_slot = _ring.take(n, &data)
+            self._owner = _ring      # the ring's pages live as long as its keys
+        self._c_data = data
         self._size = n
-        self._locked = locked
         self._base = SK_READWRITE
         self._state = SK_READWRITE
         self._is_key = isinstance(self, SecureKey)
         _register(self)
 
     def __dealloc__(self):
-        if self._c_data != NULL:
-            _unregister(self)
-            _region_free(self._c_data)
-            self._c_data = NULL
+        cdef Slot *slot = <Slot *>self._c_slot
+        _unregister(self)
+        if slot != NULL:
+            if self._state != SK_DESTROYED:
+                _slot_wipe(slot, self._c_data, self._size)
+            _slot_give_back(slot)
+            self._c_slot = NULL
+        self._c_data = NULL
 
     # -- the cimport API ----------------------------------------------------
 
@@ -303,6 +854,9 @@ cdef class SecureBuffer:
 
     cdef int _require_live(self, const char *what) except -1:
         if self._state == SK_DESTROYED:
+            if self._c_slot == NULL:
+                _fatal(f"{what.decode()} on a {type(self).__name__} destroyed by fork(): "
+                       f"keys do not survive into a child process")
             _fatal(f"{what.decode()} on a destroyed {type(self).__name__}")
         return 0
 
@@ -317,7 +871,7 @@ cdef class SecureBuffer:
         elif self._readers > 0 and target < SK_READONLY:
             target = SK_READONLY
         if target != self._state:
-            if _region_protect(self._c_data, target) != 0:
+            if _slot_protect(<Slot *>self._c_slot, target) != 0:
                 _raise_errno("mprotect on guarded memory", errno)
             self._state = target
         return 0
@@ -359,7 +913,7 @@ cdef class SecureBuffer:
     @property
     def locked(self):
         """True when the pages really are mlocked (never swapped)."""
-        return self._locked
+        return self._c_slot != NULL and (<Slot *>self._c_slot).locked
 
     def noaccess(self):
         """Make the memory inaccessible: any touch ends the process."""
@@ -386,11 +940,7 @@ cdef class SecureBuffer:
         """
         if self._state == SK_DESTROYED:
             return
-        if sodium.sodium_mprotect_readwrite(self._c_data) != 0:
-            _fatal_c(b"cannot make a secure buffer writable to wipe it")
-        sodium.sodium_memzero(self._c_data, self._size)
-        if sodium.sodium_mprotect_noaccess(self._c_data) != 0:
-            _fatal_c(b"cannot make a wiped secure buffer inaccessible")
+        _slot_wipe(<Slot *>self._c_slot, self._c_data, self._size)
         self._state = self._base = SK_DESTROYED
 
     def readinto(self, fd):
@@ -498,7 +1048,7 @@ cdef class SecureBuffer:
 
     def __repr__(self):
         return (f"<{type(self).__name__} size={self._size} "
-                f"state={_PROTECTIONS[self._state].name} locked={bool(self._locked)}>")
+                f"state={_PROTECTIONS[self._state].name} locked={self.locked}>")
 
     def __enter__(self):
         return self
@@ -555,6 +1105,101 @@ cdef class _Borrow:
             self._buf.release_write()
         else:
             self._buf.release_read()
+
+
+cdef class KeyRing:
+    """A dense store for many small keys of one size.
+
+    Keys are packed into shared guarded, locked pages (a canary before each
+    key, guard pages around each run of 64 pages), so that 100,000 32-byte
+    keys fit in a few MiB of locked memory and a handful of mappings.  Its
+    keys are ordinary SecureKeys; the trade-off is that protection is per
+    page: while one key is borrowed, its page-mates are readable too, and a
+    page is as accessible as its most accessible key.
+    """
+
+    def __cinit__(self, key_size):
+        global _rings
+        cdef size_t n = _checked_size(key_size)
+        if n > _page_size - _CANARY_SIZE:
+            raise ValueError(f"KeyRing keys must be at most {_page_size - _CANARY_SIZE} bytes, not {n}")
+        cdef Ring *ring = <Ring *>calloc(1, sizeof(Ring))
+        if ring == NULL:
+            raise MemoryError("cannot allocate a KeyRing")
+        ring.key_size = n
+        ring.stride = _CANARY_SIZE + n
+        ring.per_page = _page_size // ring.stride
+        ring.backend = _backend
+        ring.next = _rings
+        _rings = ring
+        self._c_ring = ring
+
+    def __dealloc__(self):
+        # Runs only once every key is gone: keys keep their ring alive.
+        global _rings
+        cdef Ring *ring = <Ring *>self._c_ring
+        cdef Chunk *chunk = _chunks
+        cdef Chunk *next_chunk
+        cdef Ring **link = &_rings
+        if ring == NULL:
+            return
+        while chunk != NULL:
+            next_chunk = chunk.next
+            if chunk.ring == ring:
+                _unmap_chunk(chunk)
+            chunk = next_chunk
+        while link[0] != NULL and link[0] != ring:
+            link = &link[0].next
+        if link[0] == ring:
+            link[0] = ring.next
+        free(ring)
+
+    cdef void *take(self, size_t size, unsigned char **data) except NULL:
+        cdef Ring *ring = <Ring *>self._c_ring
+        if ring.closed:
+            raise ValueError("this KeyRing was destroyed (or inherited through fork())")
+        if size != ring.key_size:
+            raise ValueError(f"this KeyRing holds {ring.key_size}-byte keys, not {size}")
+        return _ring_take(ring, data)
+
+    @property
+    def key_size(self):
+        """The size of every key in this ring."""
+        return (<Ring *>self._c_ring).key_size
+
+    def __len__(self):
+        """Keys in the ring that are not destroyed."""
+        return (<Ring *>self._c_ring).keys
+
+    def __repr__(self):
+        return f"<KeyRing key_size={self.key_size} keys={len(self)}>"
+
+    def _new_key(self):
+        """An empty READWRITE SecureKey from this ring, to be filled."""
+        return SecureKey((<Ring *>self._c_ring).key_size, self)
+
+    def create_key(self):
+        """A new random key in this ring, READONLY."""
+        cdef SecureKey key = SecureKey((<Ring *>self._c_ring).key_size, self)
+        sodium.randombytes_buf(key._c_data, key._size)
+        key._set_base(SK_READONLY)
+        return key
+
+    def read_key(self, path):
+        """Read a key file into this ring, with every check of read_key()."""
+        from securekeys.files import fill_key_from_file
+        return fill_key_from_file(self._new_key(), path)
+
+    def destroy(self):
+        """Destroy every key in the ring; it then takes no new keys."""
+        cdef void *node = _registry_head
+        cdef SecureBuffer buf
+        while node != NULL:
+            buf = <SecureBuffer>node
+            node = buf._c_next
+            if buf._owner is self:
+                buf.destroy()
+        (<Ring *>self._c_ring).closed = True
 
 
 def create_key(size):

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-__all__ = ["KeyFileError"]
+__all__ = ["KeyFileError", "LockError", "SecurityWarning"]
 
 
 class KeyFileError(OSError):
     """A key file exists but is unsafe or malformed: wrong kind, owner,
     permissions or size.  ``filename`` names the file."""
+
+
+class LockError(MemoryError):
+    """Guarded memory could not be mlocked and the lock policy is "require"."""
+
+
+class SecurityWarning(UserWarning):
+    """A protection securekeys wanted could not be had (lock policy "warn")."""

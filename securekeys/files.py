@@ -66,10 +66,16 @@ def read_key(path: StrOrBytesPath, size: int) -> SecureKey:
     are refused.  Otherwise KeyFileError (an OSError) names the path and why;
     a missing file is FileNotFoundError.  Nothing is left behind on error.
     """
-    key = SecureKey(size)   # checks `size` before anything touches the disk
-    path = os.fspath(path)  # errors name the path as the os module does
+    return fill_key_from_file(SecureKey(size), path)   # SecureKey checks `size` first
+
+
+def fill_key_from_file(key: SecureKey, path: StrOrBytesPath) -> SecureKey:
+    """Fill a new (READWRITE) key from a key file with every read_key check,
+    seal it READONLY and return it; on any error, destroy it and raise."""
+    size = key.size
     fd = -1
     try:
+        path = os.fspath(path)  # errors name the path as the os module does
         try:
             fd = os.open(path, _READ_FLAGS)
         except OSError as e:
