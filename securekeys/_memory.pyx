@@ -191,7 +191,7 @@ cdef int _raise_errno(str what, int err) except -1:
 cdef size_t _page_size = <size_t>sysconf(_SC_PAGESIZE)
 cdef enum:
     _CANARY_SIZE = 16
-    _MAX_POOLED_PAGES = 256        # slots up to 1 MiB are pooled
+    _MAX_POOLED_PAGES = 513        # slots up to 2 MiB are pooled
     _SLOTS_PER_SMALL_CHUNK = 64
     BACKEND_SODIUM = 0             # anonymous private memory
     BACKEND_SECRETMEM = 1          # memfd_secret(2): out of the kernel's direct map
@@ -462,12 +462,13 @@ cdef inline int _slot_protect(Slot *slot, int level) noexcept nogil:
     return mprotect(slot.start, slot.length, _prot(level))
 
 
-cdef void _slot_wipe(Slot *slot, unsigned char *data, size_t size) noexcept:
-    """Check the canary, zero canary and data, leave the slot PROT_NONE."""
+cdef void _slot_wipe(Slot *slot, unsigned char *data, size_t size, int current) noexcept:
+    """Check the canary, zero canary and data, leave the slot PROT_NONE.
+    `current` is the protection in force (one mprotect saved when READWRITE)."""
     if slot.page != NULL:
         _ring_wipe(slot, data, size)
         return
-    if mprotect(slot.start, slot.length, PROT_READ | PROT_WRITE) != 0:
+    if current != SK_READWRITE and mprotect(slot.start, slot.length, PROT_READ | PROT_WRITE) != 0:
         _fatal_c(b"cannot make a secure buffer writable to wipe it")
     if sodium.sodium_memcmp(slot.canary, _canary, _CANARY_SIZE) != 0:
         _fatal_c(b"the canary before a secure buffer was overwritten "
@@ -803,7 +804,7 @@ cdef class SecureBuffer:
         _unregister(self)
         if slot != NULL:
             if self._state != SK_DESTROYED:
-                _slot_wipe(slot, self._c_data, self._size)
+                _slot_wipe(slot, self._c_data, self._size, self._state)
             _slot_give_back(slot)
             self._c_slot = NULL
         self._c_data = NULL
@@ -940,7 +941,7 @@ cdef class SecureBuffer:
         """
         if self._state == SK_DESTROYED:
             return
-        _slot_wipe(<Slot *>self._c_slot, self._c_data, self._size)
+        _slot_wipe(<Slot *>self._c_slot, self._c_data, self._size, self._state)
         self._state = self._base = SK_DESTROYED
 
     def readinto(self, fd):
@@ -1093,6 +1094,8 @@ cdef class _Borrow:
 
     def __exit__(self, exc_type, exc, tb):
         view = self._view
+        if view is None:
+            raise RuntimeError("this borrow is not active")
         self._view = None
         try:
             view.release()
