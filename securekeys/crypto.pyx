@@ -635,10 +635,13 @@ def read_password(prompt="Password: "):
     cdef bint eof = False
     fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
     try:
-        old = termios.tcgetattr(fd)
-        new = list(old)
-        new[3] &= ~termios.ECHO
-        termios.tcsetattr(fd, termios.TCSAFLUSH, new)
+        try:
+            old = termios.tcgetattr(fd)
+            new = list(old)
+            new[3] &= ~termios.ECHO
+            termios.tcsetattr(fd, termios.TCSAFLUSH, new)
+        except termios.error as exc:     # not an OSError subclass
+            raise OSError(*exc.args) from None
         try:
             os.write(fd, prompt.encode())
             line = SecureBuffer(PASSWORD_MAX_BYTES)
