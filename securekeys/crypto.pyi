@@ -1,0 +1,54 @@
+from typing import Final, NamedTuple
+
+from typing_extensions import Buffer
+
+from securekeys._memory import SecureBuffer, SecureKey
+
+AEAD_KEY_BYTES: Final[int]
+AEAD_NONCE_BYTES: Final[int]
+AEAD_TAG_BYTES: Final[int]
+KDF_KEY_BYTES: Final[int]
+KDF_CONTEXT_BYTES: Final[int]
+MAC_KEY_BYTES: Final[int]
+MAC_BYTES: Final[int]
+SIGN_SEED_BYTES: Final[int]
+SIGN_PUBLIC_KEY_BYTES: Final[int]
+SIGN_SECRET_KEY_BYTES: Final[int]
+SIGNATURE_BYTES: Final[int]
+PWHASH_SALT_BYTES: Final[int]
+OPSLIMIT_MIN: Final[int]
+OPSLIMIT_INTERACTIVE: Final[int]
+OPSLIMIT_MAX: Final[int]
+MEMLIMIT_MIN: Final[int]
+MEMLIMIT_INTERACTIVE: Final[int]
+MEMLIMIT_MAX: Final[int]
+PASSWORD_MAX_BYTES: Final[int]
+
+class DecryptionError(ValueError): ...
+
+class SigningKeyPair(NamedTuple):
+    public: bytes
+    secret: SecureKey
+
+def aead_encrypt(
+    key: SecureBuffer, plaintext: Buffer, nonce: Buffer, aad: Buffer | None = None
+) -> bytes: ...
+def aead_decrypt(
+    key: SecureBuffer, ciphertext: Buffer, nonce: Buffer, aad: Buffer | None = None
+) -> SecureBuffer: ...
+def derive_key(master: SecureBuffer, subkey_id: int, context: Buffer, size: int = 32) -> SecureKey: ...
+def mac(key: SecureBuffer, message: Buffer) -> bytes: ...
+def mac_verify(key: SecureBuffer, message: Buffer, tag: Buffer) -> bool: ...
+def keyed_hash(key: SecureBuffer, message: Buffer, size: int = 32) -> bytes: ...
+def signing_keypair(seed: SecureBuffer | None = None) -> SigningKeyPair: ...
+def sign(secret: SecureBuffer, message: Buffer) -> bytes: ...
+def verify(public: Buffer, message: Buffer, signature: Buffer) -> bool: ...
+def password_key(
+    password: SecureBuffer,
+    salt: Buffer,
+    size: int = 32,
+    *,
+    opslimit: int = ...,
+    memlimit: int = ...,
+) -> SecureKey: ...
+def read_password(prompt: str = "Password: ") -> SecureBuffer: ...
