@@ -10,26 +10,43 @@ from __future__ import annotations
 import os
 
 from securekeys._memory import (
+    KeyRing,
     Protection,
     SecureBuffer,
     SecureKey,
     create_key,
     destroy_key,
+    get_backend,
+    get_lock_policy,
     libsodium_version,
+    set_backend,
+    set_lock_policy,
+    wipe_all,
 )
-from securekeys.errors import KeyFileError
+from securekeys.errors import KeyFileError, LockError, SecurityWarning
 from securekeys.files import read_key, write_key
+from securekeys.hardening import harden, report
 
 __all__ = [
     "KeyFileError",
+    "KeyRing",
+    "LockError",
     "Protection",
     "SecureBuffer",
     "SecureKey",
+    "SecurityWarning",
     "create_key",
     "destroy_key",
+    "get_backend",
     "get_include",
+    "get_lock_policy",
+    "harden",
     "libsodium_version",
     "read_key",
+    "report",
+    "set_backend",
+    "set_lock_policy",
+    "wipe_all",
     "write_key",
 ]
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import stat
 import sys
 
-from securekeys import KeyFileError, SecureBuffer, create_key, libsodium_version, read_key, write_key
+from securekeys import SecureBuffer, create_key, read_key, report, write_key
 
 DEFAULT_SIZE = 32
 
@@ -70,29 +69,28 @@ def _check(path: str, size: int) -> None:
         print(f"  exactly {size} bytes, read into guarded memory ({'locked' if key.locked else 'NOT locked'})")
 
 
-def _limit(value: int) -> str:
-    return "unlimited" if value == resource.RLIM_INFINITY else str(value)
+def _limit(value: int | None) -> str:
+    return "unlimited" if value is None else str(value)
 
 
 def info_lines() -> list[str]:
-    probe = SecureBuffer(1)
-    try:
+    with SecureBuffer(1) as probe:
         locked = probe.locked
-    finally:
-        probe.destroy()
-    memlock = resource.getrlimit(resource.RLIMIT_MEMLOCK)
-    core = resource.getrlimit(resource.RLIMIT_CORE)
-    try:
-        with open("/proc/sys/vm/max_map_count", encoding="ascii") as f:
-            max_map_count = f.readline().strip()
-    except OSError:
-        max_map_count = "unknown"
+    del probe   # gone before the count of live buffers
+    facts = report()
+    memlock, core = facts["rlimit_memlock"], facts["core_limit"]
     return [
-        f"libsodium version: {libsodium_version()}",
+        f"libsodium version: {facts['libsodium_version']}",
+        f"backend: {facts['backend']}",
         f"keys are mlocked: {'yes' if locked else 'NO (they may be swapped to disk)'}",
+        f"lock policy: {facts['lock_policy']}",
         f"RLIMIT_MEMLOCK: soft {_limit(memlock[0])}, hard {_limit(memlock[1])} bytes",
+        f"locked by securekeys: {facts['locked_bytes']} bytes",
+        f"live secure buffers: {facts['live_buffers']} ({facts['unlocked_buffers']} not locked)",
         f"core dump limit (RLIMIT_CORE): soft {_limit(core[0])}, hard {_limit(core[1])} bytes",
-        f"vm.max_map_count: {max_map_count}",
+        f"dumpable: {'yes' if facts['dumpable'] else 'no'}",
+        f"vm.max_map_count: {facts['max_map_count']} ({facts['mappings']} mappings in use)",
+        f"swap: {facts['swap_total_kb']} kB",
     ]
 
 

@@ -38,6 +38,11 @@ cdef extern from "string.h" nogil:
 cdef extern from "Python.h":
     Py_ssize_t PY_SSIZE_T_MAX
 
+cdef extern from "sys/prctl.h" nogil:
+    int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5)
+    enum: PR_GET_DUMPABLE
+    enum: PR_SET_DUMPABLE
+
 cdef extern from *:
     """
     #include <errno.h>
@@ -743,6 +748,20 @@ if sodium.sodium_set_misuse_handler(_on_sodium_misuse) != 0:
 sodium.randombytes_buf(_canary, _CANARY_SIZE)
 if os.environ.get("SECUREKEYS_BACKEND"):
     set_backend(os.environ["SECUREKEYS_BACKEND"])
+
+
+def _get_dumpable():
+    """Whether this process may dump core or be ptraced (prctl PR_GET_DUMPABLE)."""
+    cdef int rc = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0)
+    if rc < 0:
+        _raise_errno("prctl(PR_GET_DUMPABLE)", errno)
+    return rc != 0
+
+
+def _set_dumpable(bint dumpable):
+    """prctl(PR_SET_DUMPABLE): 0 keeps core dumps and ptrace by other users out."""
+    if prctl(PR_SET_DUMPABLE, 1 if dumpable else 0, 0, 0, 0) != 0:
+        _raise_errno("prctl(PR_SET_DUMPABLE)", errno)
 
 
 def libsodium_version():
