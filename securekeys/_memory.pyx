@@ -306,9 +306,14 @@ cdef unsigned char *_map_guarded(size_t length, int backend, bint *locked) excep
         # child; secretmem cannot be wiped that way, so it is not inherited.
         if madvise(base, length, MADV_WIPEONFORK if backend == BACKEND_SODIUM else MADV_DONTFORK) != 0:
             _raise_errno("madvise(MADV_WIPEONFORK/MADV_DONTFORK)", errno)
-        locked[0] = mlock2(base, length, MLOCK_ONFAULT) == 0
-        if not locked[0] and not _lockable_error(errno):
-            _raise_errno("mlock2", errno)
+        if backend == BACKEND_SECRETMEM:
+            # The kernel locks secretmem itself (VM_LOCKED, charged to
+            # RLIMIT_MEMLOCK by the mmap above, which fails past the limit).
+            locked[0] = True
+        else:
+            locked[0] = mlock2(base, length, MLOCK_ONFAULT) == 0
+            if not locked[0] and not _lockable_error(errno):
+                _raise_errno("mlock2", errno)
     except BaseException:
         munmap(base, length)
         raise
@@ -506,11 +511,23 @@ def _sodium_malloc_cycle(size_t size):
     sodium.sodium_free(p)
 
 
+cdef void _pool_trim() noexcept:
+    # Unmap wholly free chunks until the pool is within its bound.
+    cdef Chunk *chunk = _chunks
+    cdef Chunk *next_chunk
+    while chunk != NULL and _pool_bytes > _pool_limit:
+        next_chunk = chunk.next
+        if chunk.ring == NULL and chunk.in_use == 0:
+            _unmap_chunk(chunk)
+        chunk = next_chunk
+
+
 def _set_pool_limit(size_t limit):
     """Set the pool's bound in bytes (for tests and tuning); return the old one."""
     global _pool_limit
     old = _pool_limit
     _pool_limit = limit
+    _pool_trim()
     return old
 
 

@@ -1,0 +1,129 @@
+"""The guarded slot pool: reuse only after dealloc, canaries, bound, scale."""
+
+from __future__ import annotations
+
+import gc
+import json
+import signal
+
+import pytest
+
+from securekeys import SecureBuffer, create_key, report
+from securekeys._memory import _set_pool_limit
+from securekeys.diagnostics import page_report
+
+from conftest import assert_dies, run_python
+
+
+def mappings() -> int:
+    with open("/proc/self/maps", encoding="ascii") as f:
+        return sum(1 for _ in f)
+
+
+def test_slot_reused_only_after_the_owner_is_gone() -> None:
+    first = SecureBuffer(32)
+    address = first._data_address()
+    first.destroy()
+    second = SecureBuffer(32)
+    assert second._data_address() != address      # destroyed, but the object lives
+    del first
+    gc.collect()
+    third = SecureBuffer(32)
+    assert third._data_address() == address        # deallocated: its slot comes back
+    assert bytes(memoryview(third)) == bytes(32)   # wiped, zero-filled
+
+
+def test_reused_slot_is_zero_filled_whatever_the_size() -> None:
+    for size in (4000, 100, 4079, 1):
+        buf = SecureBuffer(size)
+        with buf.writing() as view:
+            view[:] = b"\xff" * size
+        del buf
+        gc.collect()
+    fresh = SecureBuffer(4079)
+    assert bytes(memoryview(fresh)) == bytes(4079)
+
+
+def test_stale_view_never_sees_a_new_key() -> None:
+    # The view keeps its buffer object alive, so the slot cannot be reused:
+    # touching the view dies instead of showing the next key's bytes.
+    assert_dies("""
+from securekeys import create_key
+old = create_key(32)
+view = memoryview(old)
+old.destroy()
+keys = [create_key(32) for _ in range(200)]
+print(view[0])
+print('REACHED')
+""", signal.SIGSEGV)
+
+
+def test_canary_corruption_is_fatal_on_release() -> None:
+    assert_dies("""
+import ctypes
+from securekeys import SecureBuffer
+buf = SecureBuffer(100)
+ctypes.memset(buf._data_address() - 16, 0, 16)
+buf.destroy()
+print('REACHED')
+""", signal.SIGABRT, "canary")
+
+
+def test_data_still_ends_at_a_guard_page_for_every_size_class() -> None:
+    for size in (1, 16, 4080, 4081, 8192, 65536, 1 << 20, (1 << 20) + 1, 3 << 20):
+        buf = SecureBuffer(size)
+        assert buf._data_address() + size == page_report(buf).end
+        del buf
+
+
+def test_pool_bound_holds() -> None:
+    gc.collect()
+    limit = 1 << 20
+    old = _set_pool_limit(limit)   # trims what is wholly free
+    try:
+        before = report()["pool_bytes"]   # free slots of chunks still in use elsewhere
+        buffers = [SecureBuffer(60_000) for _ in range(60)]   # 15-page slots, 4 per chunk
+        grown = report()["mapped_bytes"]
+        del buffers
+        gc.collect()
+        after = report()
+        assert after["pool_bytes"] <= max(before, limit) + 4 * 15 * 4096
+        assert after["mapped_bytes"] <= grown - 10 * 4 * 15 * 4096
+    finally:
+        _set_pool_limit(old)
+
+
+def test_large_buffers_beyond_the_pool_are_unmapped() -> None:
+    gc.collect()
+    before = report()["mapped_bytes"]
+    buf = SecureBuffer(5 << 20)
+    assert report()["mapped_bytes"] > before
+    del buf
+    gc.collect()
+    assert report()["mapped_bytes"] == before
+
+
+def test_no_mapping_growth_over_a_million_cycles() -> None:
+    gc.collect()
+    before = mappings()
+    mapped = report()["mapped_bytes"]
+    for _ in range(1_000_000):
+        create_key(32).destroy()
+    gc.collect()
+    assert mappings() <= before + 2
+    assert report()["mapped_bytes"] == mapped
+
+
+def test_thirty_thousand_live_keys() -> None:
+    result = run_python("""
+import json, securekeys
+keys = [securekeys.create_key(32) for _ in range(30_000)]
+facts = securekeys.report()
+print(json.dumps({"live": facts["live_buffers"], "unlocked": facts["unlocked_buffers"],
+                  "mappings": facts["mappings"], "max": facts["max_map_count"],
+                  "locked": sum(k.locked for k in keys)}))
+""", timeout=300)
+    assert result.returncode == 0, result.stderr
+    facts = json.loads(result.stdout)
+    assert facts["live"] == 30_000 and facts["unlocked"] == 0 and facts["locked"] == 30_000
+    assert facts["mappings"] < facts["max"]
