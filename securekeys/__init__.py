@@ -54,15 +54,26 @@ __version__ = "0.1.0"
 
 
 def get_include() -> list[str]:
-    """Directories a downstream Cython build needs.
+    """Include directories for a downstream Cython build.
 
-    The first holds the ``securekeys`` package, so that
+    The first is the directory holding the ``securekeys`` package, so that
     ``from securekeys cimport SecureKey`` and
-    ``from securekeys.includes cimport sodium`` resolve; the rest are where
-    ``sodium.h`` lives when it is not on the compiler's default path.
+    ``from securekeys.includes cimport sodium`` resolve (Cython's
+    ``include_path``); the rest are where ``sodium.h`` lives when it is not on
+    the C compiler's default path, as ``pkg-config --cflags-only-I libsodium``
+    says now (nothing without pkg-config).  Pass the list to both Cython and
+    the C compiler (``Extension(include_dirs=...)``).
     """
+    import shlex
+    import shutil
+    import subprocess
+
     dirs = [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
-    prefix = os.environ.get("SODIUM_INCLUDE_DIR")
-    if prefix:
-        dirs.append(prefix)
+    pkg_config = shutil.which("pkg-config")
+    if pkg_config is not None:
+        found = subprocess.run([pkg_config, "--cflags-only-I", "libsodium"],
+                               capture_output=True, text=True, check=False)
+        if found.returncode == 0:
+            dirs += [flag[2:] for flag in shlex.split(found.stdout)
+                     if flag.startswith("-I") and flag[2:] not in dirs]
     return dirs

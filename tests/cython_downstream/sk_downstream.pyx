@@ -1,0 +1,94 @@
+# cython: language_level=3, embedsignature=True, auto_pickle=False
+"""Downstream code over the securekeys cimport contract (built by the tests)."""
+
+from libc.string cimport memset
+
+from securekeys cimport (SecureBuffer, SecureKey,
+                         SK_NOACCESS, SK_READONLY, SK_READWRITE, SK_DESTROYED)
+from securekeys.includes cimport sodium
+
+SK = {"NOACCESS": SK_NOACCESS, "READONLY": SK_READONLY,
+      "READWRITE": SK_READWRITE, "DESTROYED": SK_DESTROYED}
+
+cdef int _borrowed = 0        # borrows in progress here; changed with the GIL held
+cdef int _most_borrowed = 0
+
+
+def keyed_hash(SecureBuffer key not None, bytes message not None):
+    """BLAKE2b-256 of `message` keyed with `key`, computed in place without the GIL."""
+    global _borrowed, _most_borrowed
+    cdef unsigned char out[32]
+    cdef const unsigned char *m = message
+    cdef unsigned long long n = len(message)
+    cdef size_t key_len = key.nbytes()
+    cdef int rc
+    cdef const unsigned char *k = key.borrow_read()
+    _borrowed += 1
+    _most_borrowed = max(_most_borrowed, _borrowed)
+    try:
+        with nogil:
+            rc = sodium.crypto_generichash(out, sizeof(out), m, n, k, key_len)
+    finally:
+        _borrowed -= 1
+        key.release_read()
+    if rc != 0:
+        raise ValueError("crypto_generichash failed")
+    return out[:sizeof(out)]
+
+
+def fill(SecureBuffer buf not None, unsigned char value):
+    """Set every byte of `buf` to `value` in place, without the GIL."""
+    global _borrowed, _most_borrowed
+    cdef size_t n = buf.nbytes()
+    cdef unsigned char *p = buf.borrow_write()
+    _borrowed += 1
+    _most_borrowed = max(_most_borrowed, _borrowed)
+    try:
+        with nogil:
+            memset(p, value, n)
+    finally:
+        _borrowed -= 1
+        buf.release_write()
+
+
+def most_borrowed():
+    """The most borrows this module has seen in progress at once."""
+    return _most_borrowed
+
+
+def info(SecureBuffer buf not None):
+    return buf.nbytes(), buf.protection()
+
+
+def protection_while_borrowed(SecureBuffer buf not None, bint write):
+    cdef int level
+    if write:
+        buf.borrow_write()
+        level = buf.protection()
+        buf.release_write()
+    else:
+        buf.borrow_read()
+        level = buf.protection()
+        buf.release_read()
+    return level
+
+
+def is_secure_key(obj):
+    return isinstance(obj, SecureKey)
+
+
+def destroy_while_borrowed(SecureBuffer buf not None, bint touch):
+    """destroy() wins over a borrow: the pointer is dead afterwards."""
+    cdef int touched = -1
+    cdef const unsigned char *p = buf.borrow_read()
+    try:
+        buf.destroy()
+        if touch:
+            touched = p[0]   # the pages are NOACCESS now: this load ends the process
+    finally:
+        buf.release_read()
+    return buf.protection(), touched
+
+
+def release_unborrowed(SecureBuffer buf not None):
+    buf.release_read()

@@ -1,0 +1,481 @@
+"""The cimport contract, compiled the way a downstream project compiles it.
+
+Once per session: build a wheel of securekeys from a clean copy of the source
+tree, install it (not editable) into a fresh venv with Cython, setuptools and
+pysodium, and build tests/cython_downstream/ there, outside the source tree,
+against the installed package only.  Every check then runs in a subprocess of
+that venv's python, so a fatal path or a crash is observed, not suffered.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import securekeys
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+DOWNSTREAM = TESTS / "cython_downstream"
+README_FRAGMENT = REPO / "docs-cython.md"
+
+# What the wheel must ship whatever else is added later.
+BASELINE_PACKAGE_DATA = {
+    "securekeys/__init__.pxd",
+    "securekeys/_memory.pxd",
+    "securekeys/_memory.pyi",
+    "securekeys/py.typed",
+    "securekeys/includes/__init__.pxd",
+    "securekeys/includes/sodium.pxd",
+}
+
+
+# -- helpers -------------------------------------------------------------------
+
+def _env() -> dict[str, str]:
+    # No PYTHONPATH & co: the venv's python must see only what is installed in it.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PYTHON") and k != "VIRTUAL_ENV"}
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    return env
+
+
+def _run(cmd: list[str | Path], cwd: Path | None = None) -> None:
+    """Run a set-up command; fail the test with its output if it fails."""
+    argv = [str(c) for c in cmd]
+    proc = subprocess.run(argv, cwd=cwd, env=_env(), capture_output=True, text=True,
+                          timeout=600, check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"set-up command failed ({proc.returncode}): {shlex.join(argv)}\n"
+                    f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}")
+
+
+def _no_core_dumps() -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _ignore_build_output(directory: str, names: list[str]) -> set[str]:
+    """What a clean checkout would not have: VCS data, venvs, build output."""
+    ignored = {n for n in names if n == "__pycache__"}
+    here = Path(directory)
+    if here == REPO:
+        ignored |= {n for n in names
+                    if n in {".git", ".venv", "build", "dist", ".mypy_cache",
+                             ".pytest_cache", ".hypothesis"} or n.endswith(".egg-info")}
+    if here.name == "securekeys":
+        ignored |= {n for n in names if n.endswith(".so")
+                    or (n.endswith(".c") and n[:-2] + ".pyx" in names)}
+    return ignored
+
+
+@dataclass(frozen=True)
+class Venv:
+    python: Path
+    work: Path   # a directory outside the source tree: the cwd of every check
+
+    def run(self, code: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(self.python), "-c", textwrap.dedent(code)],
+                              cwd=cwd or self.work, env=_env(), capture_output=True,
+                              text=True, timeout=300, check=False,
+                              preexec_fn=_no_core_dumps)
+
+    def check(self, *code: str) -> str:
+        """Run the `code` parts after the common imports; they must print 'ok' last."""
+        proc = self.run(PRELUDE + "".join(map(textwrap.dedent, code)) + "\nprint('ok')\n")
+        assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        assert proc.stdout.splitlines()[-1] == "ok", proc.stdout
+        return proc.stdout
+
+    def fatal(self, code: str, signum: int = signal.SIGABRT) -> subprocess.CompletedProcess[str]:
+        """Run `code`, which must die by `signum` after printing 'before'."""
+        proc = self.run(PRELUDE + textwrap.dedent(code))
+        assert proc.returncode == -signum, (
+            f"expected death by {signal.Signals(signum).name}, got {proc.returncode}\n"
+            f"{proc.stdout}\n{proc.stderr}")
+        assert "before" in proc.stdout.split(), proc.stdout   # died where meant to
+        assert "after" not in proc.stdout.split(), proc.stdout
+        return proc
+
+
+PRELUDE = """\
+import os, sys, threading
+import pysodium
+import securekeys
+import sk_downstream as d
+from securekeys import Protection, SecureBuffer, SecureKey
+"""
+
+
+def _assert_fatal_message(proc: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert "securekeys: fatal:" in proc.stderr, proc.stderr
+    line = proc.stderr[proc.stderr.index("securekeys: fatal:"):].splitlines()[0]
+    for word in words:
+        assert word in line, line
+
+
+# -- the session's wheel and venv -----------------------------------------------
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A securekeys wheel built with build isolation from a clean copy of the tree."""
+    root = tmp_path_factory.mktemp("securekeys-wheel")
+    src = root / "src"
+    shutil.copytree(REPO, src, symlinks=True, ignore=_ignore_build_output)
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", root / "dist", src])
+    wheels = sorted((root / "dist").glob("securekeys-*.whl"))
+    assert len(wheels) == 1, wheels
+    return wheels[0]
+
+
+@pytest.fixture(scope="session")
+def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Venv:
+    """A fresh venv with the wheel installed and the downstream module built in it."""
+    root = tmp_path_factory.mktemp("securekeys-venv")
+    _run([sys.executable, "-m", "venv", root / "venv"])
+    python = root / "venv" / "bin" / "python"
+    _run([python, "-m", "pip", "install", "-q", wheel,
+          "Cython>=3.0", "setuptools>=70.1", "pysodium"])
+    downstream = root / "downstream"
+    shutil.copytree(DOWNSTREAM, downstream, ignore=shutil.ignore_patterns(
+        "build", "*.c", "*.so", "*.egg-info", "__pycache__"))
+    _run([python, "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps", "."],
+         cwd=downstream)
+    work = root / "work"
+    work.mkdir()
+    return Venv(python, work)
+
+
+# -- the wheel --------------------------------------------------------------------
+
+def _expected_wheel_files() -> tuple[set[str], set[str]]:
+    """Package data and compiled-module stems the source tree calls for."""
+    data = {"securekeys/py.typed"}
+    modules = set()
+    for dirpath, dirnames, filenames in os.walk(REPO / "securekeys", followlinks=True):
+        dirnames[:] = [n for n in dirnames if n != "__pycache__"]
+        rel = Path(dirpath).relative_to(REPO).as_posix()
+        for name in filenames:
+            if name.endswith((".pxd", ".pyi", ".py")):
+                data.add(f"{rel}/{name}")
+            elif name.endswith(".pyx"):
+                modules.add(f"{rel}/{name[:-len('.pyx')]}")
+    return data, modules
+
+
+def test_wheel_ships_declarations_stubs_and_modules_but_no_sources(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    data, modules = _expected_wheel_files()
+    assert BASELINE_PACKAGE_DATA <= data     # the walk really saw the tree
+    assert "securekeys/_memory" in modules
+    assert sorted(data - names) == []
+    for stem in modules:
+        assert [n for n in names if re.fullmatch(re.escape(stem) + r"\.[\w.-]+\.so", n)], \
+            f"{stem}.pyx is not compiled into the wheel"
+    assert sorted(n for n in names if n.endswith((".c", ".pyx"))) == []
+
+
+def test_installed_wheel_is_importable(venv: Venv) -> None:
+    venv.check("""
+        prefix = os.path.realpath(sys.prefix)
+        for module in (securekeys, securekeys._memory, d):
+            assert os.path.realpath(module.__file__).startswith(prefix), module.__file__
+        assert securekeys._memory.__file__.endswith(".so")
+        key = securekeys.create_key(32)
+        assert len(key) == 32 and key.state is Protection.READONLY
+    """)
+
+
+# -- get_include() -------------------------------------------------------------------
+
+def _pkg_config_dirs() -> list[str]:
+    if shutil.which("pkg-config") is None:
+        return []
+    out = subprocess.run(["pkg-config", "--cflags-only-I", "libsodium"],
+                         capture_output=True, text=True, check=False)
+    return [f[2:] for f in shlex.split(out.stdout)] if out.returncode == 0 else []
+
+
+def test_get_include_of_installed_package(venv: Venv) -> None:
+    out = venv.check("""
+        dirs = securekeys.get_include()
+        assert dirs[0] == os.path.dirname(os.path.dirname(securekeys.__file__)), dirs
+        for pxd in ("__init__.pxd", "_memory.pxd", "includes/__init__.pxd", "includes/sodium.pxd"):
+            assert os.path.isfile(os.path.join(dirs[0], "securekeys", pxd)), pxd
+        print(repr(dirs[1:]))
+    """)
+    assert out.splitlines()[-2] == repr([d for d in _pkg_config_dirs()])
+
+
+def test_get_include_adds_pkg_config_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if shutil.which("pkg-config") is None:
+        pytest.skip("pkg-config is not installed")
+    (tmp_path / "libsodium.pc").write_text(
+        "prefix=/opt/sodium\nName: libsodium\nDescription: test\nVersion: 1.0.18\n"
+        "Cflags: -I${prefix}/include -I/opt/sodium\\ extra/include\nLibs: -lsodium\n")
+    monkeypatch.setenv("PKG_CONFIG_LIBDIR", str(tmp_path))
+    monkeypatch.setenv("PKG_CONFIG_PATH", str(tmp_path))
+    package_parent = str(Path(securekeys.__file__).resolve().parent.parent)
+    assert securekeys.get_include() == [package_parent, "/opt/sodium/include",
+                                        "/opt/sodium extra/include"]
+
+
+def test_get_include_without_pkg_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))   # an empty directory: no pkg-config
+    dirs = securekeys.get_include()
+    assert dirs == [str(Path(securekeys.__file__).resolve().parent.parent)]
+    assert (Path(dirs[0]) / "securekeys" / "_memory.pxd").is_file()
+
+
+# -- the contract, from compiled downstream code ----------------------------------
+
+def test_keyed_hash_without_the_gil_matches_libsodium(venv: Venv) -> None:
+    venv.check("""
+        key = securekeys.create_key(32)
+        key_bytes = bytes(memoryview(key))   # the oracle's copy: test code only
+        for message in (b"", b"abc", os.urandom(100_000)):
+            expected = pysodium.crypto_generichash(message, k=key_bytes)
+            assert d.keyed_hash(key, message) == expected
+            assert d.keyed_hash(securekeys.create_key(32), message) != expected
+        assert key.state is Protection.READONLY
+
+        path = os.path.join(os.getcwd(), "key-%d" % os.getpid())
+        securekeys.write_key(path, key)
+        try:
+            again = securekeys.read_key(path, 32)
+        finally:
+            os.unlink(path)
+        assert d.keyed_hash(again, b"abc") == pysodium.crypto_generichash(b"abc", k=key_bytes)
+        assert d.is_secure_key(again) and not d.is_secure_key(SecureBuffer(1))
+        assert not d.is_secure_key(key_bytes)
+    """)
+
+
+def test_wrong_types_are_type_errors(venv: Venv) -> None:
+    venv.check("""
+        for bad in (None, b"k" * 32, bytearray(32), memoryview(b"k" * 32)):
+            try:
+                d.keyed_hash(bad, b"m")
+            except TypeError:
+                pass
+            else:
+                raise AssertionError(f"keyed_hash accepted {bad!r}")
+    """)
+
+
+def test_read_borrow_of_noaccess_key_restores_noaccess(venv: Venv) -> None:
+    venv.check("""
+        key = securekeys.create_key(32)
+        key_bytes = bytes(memoryview(key))
+        key.noaccess()
+        assert d.keyed_hash(key, b"abc") == pysodium.crypto_generichash(b"abc", k=key_bytes)
+        assert key.state is Protection.NOACCESS
+        assert d.protection_while_borrowed(key, False) == d.SK["READONLY"]
+        assert d.info(key)[1] == d.SK["NOACCESS"]
+
+        buf = SecureBuffer(32)      # READWRITE stays READWRITE: borrows never lower it
+        d.keyed_hash(buf, b"abc")
+        assert d.protection_while_borrowed(buf, False) == d.SK["READWRITE"]
+        assert buf.state is Protection.READWRITE
+    """)
+
+
+@pytest.mark.parametrize("start", ["readonly", "noaccess", "readwrite"])
+def test_write_borrow_of_secure_buffer_writes_and_restores(venv: Venv, start: str) -> None:
+    venv.check(f"""
+        buf = SecureBuffer(4097)
+        buf.{start}()
+        d.fill(buf, 0xA5)
+        assert buf.state is Protection.{start.upper()}, buf.state
+        assert d.protection_while_borrowed(buf, True) == d.SK["READWRITE"]
+        assert buf.state is Protection.{start.upper()}, buf.state
+        with buf.reading() as view:
+            assert view.tobytes() == b"\\xa5" * 4097
+    """)
+
+
+def test_nbytes_and_protection(venv: Venv) -> None:
+    venv.check("""
+        assert sorted(d.SK) == sorted(p.name for p in Protection)
+        assert sorted(d.SK.values()) == [0, 1, 2, 3]
+        for size in (1, 32, 4096, 4097):
+            buf = SecureBuffer(size)
+            seen = [d.info(buf)]
+            buf.readonly(); seen.append(d.info(buf))
+            buf.noaccess(); seen.append(d.info(buf))
+            buf.destroy(); seen.append(d.info(buf))
+            assert seen == [(size, d.SK[name]) for name in
+                            ("READWRITE", "READONLY", "NOACCESS", "DESTROYED")], seen
+            key = securekeys.create_key(size)
+            assert d.info(key) == (size, d.SK["READONLY"])
+    """)
+
+
+def test_destroy_wins_over_a_borrow(venv: Venv) -> None:
+    venv.check("""
+        key = securekeys.create_key(32)
+        assert d.destroy_while_borrowed(key, False) == (d.SK["DESTROYED"], -1)
+        assert key.destroyed and key.state is Protection.DESTROYED
+    """)
+
+
+def test_touching_a_borrowed_pointer_after_destroy_crashes(venv: Venv) -> None:
+    venv.fatal("""
+        key = securekeys.create_key(32)
+        print("before", flush=True)
+        d.destroy_while_borrowed(key, True)
+        print("after", flush=True)
+    """, signal.SIGSEGV)
+
+
+def test_read_borrow_of_destroyed_key_is_fatal(venv: Venv) -> None:
+    proc = venv.fatal("""
+        key = securekeys.create_key(32)
+        key.destroy()
+        print("before", flush=True)
+        d.keyed_hash(key, b"abc")
+        print("after", flush=True)
+    """)
+    _assert_fatal_message(proc, "read borrow", "destroyed", "SecureKey")
+
+
+def test_write_borrow_of_destroyed_buffer_is_fatal(venv: Venv) -> None:
+    proc = venv.fatal("""
+        buf = SecureBuffer(32)
+        buf.destroy()
+        print("before", flush=True)
+        d.fill(buf, 1)
+        print("after", flush=True)
+    """)
+    _assert_fatal_message(proc, "write borrow", "destroyed", "SecureBuffer")
+
+
+@pytest.mark.parametrize("state", ["readonly", "noaccess"])
+def test_write_borrow_of_secure_key_is_fatal(venv: Venv, state: str) -> None:
+    proc = venv.fatal(f"""
+        key = securekeys.create_key(32)
+        key.{state}()
+        print("before", flush=True)
+        d.fill(key, 0)
+        print("after", flush=True)
+    """)
+    _assert_fatal_message(proc, "write borrow", "SecureKey")
+
+
+def test_release_without_borrow_is_fatal(venv: Venv) -> None:
+    proc = venv.fatal("""
+        key = securekeys.create_key(32)
+        print("before", flush=True)
+        d.release_unborrowed(key)
+        print("after", flush=True)
+    """)
+    _assert_fatal_message(proc, "release_read() without a read borrow")
+
+
+# -- threads ----------------------------------------------------------------------
+#
+# Each call borrows with the GIL, hashes 64 KiB without it and releases: with 8
+# threads the borrows overlap (checked with most_borrowed()).  A miscounted
+# borrow would put the pages back to NOACCESS under a running hash: SIGSEGV.
+
+THREADS = """
+    def run_threads(jobs):
+        errors = []
+        barrier = threading.Barrier(len(jobs))
+        def work(job):
+            barrier.wait()
+            try:
+                for _ in range(300):
+                    job()
+            except BaseException as e:
+                errors.append(repr(e))
+        threads = [threading.Thread(target=work, args=(job,)) for job in jobs]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        assert not errors, errors
+        assert d.most_borrowed() > 1, d.most_borrowed()
+
+    message = os.urandom(1 << 16)
+"""
+
+
+@pytest.mark.parametrize("start", ["noaccess", "readonly"])
+def test_read_borrows_from_many_threads(venv: Venv, start: str) -> None:
+    venv.check(THREADS, f"""
+        key = securekeys.create_key(32)
+        expected = pysodium.crypto_generichash(message, k=bytes(memoryview(key)))
+        key.{start}()
+        def job():
+            if d.keyed_hash(key, message) != expected:
+                raise AssertionError("wrong digest")
+        run_threads([job] * 8)
+        assert key.state is Protection.{start.upper()}, key.state
+        assert d.info(key) == (32, d.SK["{start.upper()}"])
+    """)
+
+
+def test_read_and_write_borrows_from_many_threads(venv: Venv) -> None:
+    venv.check(THREADS, """
+        buf = SecureBuffer(32)
+        d.fill(buf, 0x5A)
+        buf.noaccess()
+        expected = pysodium.crypto_generichash(message, k=b"\\x5a" * 32)
+        def reader():
+            if d.keyed_hash(buf, message) != expected:
+                raise AssertionError("wrong digest")
+        def writer():
+            d.fill(buf, 0x5A)   # same bytes: the digest stays predictable
+        run_threads([reader, writer] * 4)
+        assert buf.state is Protection.NOACCESS, buf.state
+        with buf.reading() as view:
+            assert view.tobytes() == b"\\x5a" * 32
+    """)
+
+
+# -- the README example ---------------------------------------------------------------
+
+def _readme_files() -> dict[str, str]:
+    """The files of the example in docs-cython.md: code blocks whose first
+    line is a comment naming the file."""
+    files = {}
+    text = README_FRAGMENT.read_text(encoding="utf-8")
+    for body in re.findall(r"^```[\w-]*\n(.*?)^```$", text, re.S | re.M):
+        name = re.fullmatch(r"# ([\w-]+\.(?:toml|py|pyx))", body.split("\n", 1)[0])
+        if name:
+            files[name.group(1)] = body
+    return files
+
+
+def test_readme_example_builds_and_runs(venv: Venv, tmp_path: Path) -> None:
+    files = _readme_files()
+    assert sorted(files) == ["example.py", "keyed_hash.pyx", "pyproject.toml", "setup.py"]
+    project = tmp_path / "keyed-hash"
+    project.mkdir()
+    for name, body in files.items():
+        (project / name).write_text(body, encoding="utf-8")
+    _run([venv.python, "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps", "."],
+         cwd=project)
+
+    proc = venv.run((project / "example.py").read_text(), cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    assert re.fullmatch(r"[0-9a-f]{64} Protection\.NOACCESS\n", proc.stdout), proc.stdout
+
+    venv.check("""
+        from keyed_hash import keyed_hash
+        key = securekeys.create_key(32)
+        key_bytes = bytes(memoryview(key))
+        key.noaccess()
+        assert keyed_hash(key, b"abc") == pysodium.crypto_generichash(b"abc", k=key_bytes)
+        assert key.state is Protection.NOACCESS
+    """)
