@@ -38,6 +38,7 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 	$(PY) -m mypy --strict securekeys tests/typed_usage.py
+	$(PY) -m mypy.stubtest securekeys --allowlist tests/stubtest-allowlist.txt
 
 bench: setup
 	$(PY) -m pip install -q -e '.[bench]'

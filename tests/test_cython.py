@@ -29,7 +29,7 @@ import securekeys
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 DOWNSTREAM = TESTS / "cython_downstream"
-README_FRAGMENT = REPO / "docs-cython.md"
+README = REPO / "README.md"
 
 # What the wheel must ship whatever else is added later.
 BASELINE_PACKAGE_DATA = {
@@ -446,10 +446,12 @@ def test_read_and_write_borrows_from_many_threads(venv: Venv) -> None:
 # -- the README example ---------------------------------------------------------------
 
 def _readme_files() -> dict[str, str]:
-    """The files of the example in docs-cython.md: code blocks whose first
-    line is a comment naming the file."""
+    """The files of the example in the README's "Using securekeys from Cython":
+    code blocks whose first line is a comment naming the file."""
     files = {}
-    text = README_FRAGMENT.read_text(encoding="utf-8")
+    text = README.read_text(encoding="utf-8")
+    text = text[text.index("## Using securekeys from Cython"):]
+    text = text[:text.index("\n## ", 1)]
     for body in re.findall(r"^```[\w-]*\n(.*?)^```$", text, re.S | re.M):
         name = re.fullmatch(r"# ([\w-]+\.(?:toml|py|pyx))", body.split("\n", 1)[0])
         if name:
