@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import securekeys
-from securekeys import create_key, read_key
+from securekeys import KeyRing, SecureBuffer, create_key, read_key
+from securekeys._memory import _sodium_malloc_cycle
 
 HERE = Path(__file__).resolve().parent
 
@@ -67,26 +68,99 @@ def plain_read(path: Path) -> bytes:
 
 
 def key_rows(tmp: Path) -> list[Row]:
+    import nacl.utils
+    import pysodium  # type: ignore[import-untyped]
+
     small = write_file(tmp / "k32", 32)
     big = write_file(tmp / "k1m", 1 << 20)
+    ring = KeyRing(32)
     return [
         compare("create_key(32) + destroy()", lambda: create_key(32).destroy(),
                 "os.urandom(32)", lambda: os.urandom(32), "<= 3x"),
+        compare("create_key(32) + destroy()", lambda: create_key(32).destroy(),
+                "pysodium.randombytes(32)", lambda: pysodium.randombytes(32), "-"),
+        compare("create_key(32) + destroy()", lambda: create_key(32).destroy(),
+                "PyNaCl nacl.utils.random(32)", lambda: nacl.utils.random(32), "-"),
+        compare("KeyRing.create_key() + destroy()", lambda: ring.create_key().destroy(),
+                "os.urandom(32)", lambda: os.urandom(32), "-"),
+        compare("SecureBuffer(32) + destroy() (pool)", lambda: SecureBuffer(32).destroy(),
+                "raw sodium_malloc + sodium_free", lambda: _sodium_malloc_cycle(32), "< 1x"),
         compare("read_key(p, 32) + destroy()", lambda: read_key(small, 32).destroy(),
                 "open(p, 'rb').read()", lambda: plain_read(small), "<= 1.0x"),
+        compare("KeyRing.read_key(p) + destroy()", lambda: ring.read_key(small).destroy(),
+                "open(p, 'rb').read()", lambda: plain_read(small), "-"),
         compare("read_key(p, 1 MiB) + destroy()", lambda: read_key(big, 1 << 20).destroy(),
                 "open(p, 'rb').read()", lambda: plain_read(big), "<= 1.5x", number=50, rounds=9),
+        live_keys_row(small, 10_000),
     ]
+
+
+def read_cost_with_live_keys(path: Path, live: int, number: int = 2000) -> float:
+    keys = [create_key(32) for _ in range(live)]
+    try:
+        return per_call_us(lambda: read_key(path, 32).destroy(), number)
+    finally:
+        del keys
+
+
+def live_keys_row(path: Path, live: int, rounds: int = 9) -> Row:
+    """read_key with `live` other keys alive against none, alternating per round."""
+    with_live, without = [], []
+    for _ in range(rounds):
+        without.append(read_cost_with_live_keys(path, 0))
+        with_live.append(read_cost_with_live_keys(path, live))
+    return Row(f"read_key(p, 32) + destroy(), {live:,} live keys", statistics.median(with_live),
+               "the same, no live keys", statistics.median(without), "<= 1.2x")
 
 
 def crypto_rows() -> list[Row]:
     sys.path.insert(0, str(HERE))
-    try:
-        import bench_crypto
-    except ImportError:
-        return []
-    return [Row(r["operation"], r["ours_us"], r["baseline"], r["baseline_us"], r["goal"])
-            for r in bench_crypto.run()]
+    import bench_crypto
+
+    rows = []
+    for r in bench_crypto.run():
+        goal = r["goal"]
+        if goal.startswith("≥"):   # "≥4×" faster: ours / baseline <= 1/4
+            factor = float(goal.strip("≥×"))
+            goal = f"<= {1 / factor:.3g}x ({factor:g}x faster)"
+        rows.append(Row(r["operation"], r["ours_us"], r["baseline"], r["baseline_us"], goal))
+    return rows
+
+
+def plot(tmp: Path, out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [32, 256, 4096, 65536, 1 << 20]
+    ours, plain = [], []
+    for size in sizes:
+        path = write_file(tmp / f"plot{size}", size)
+        number = max(200, 2000 * 32 // size)
+        row = compare(f"read_key {size}", lambda: read_key(path, size).destroy(),
+                      "open().read()", lambda: plain_read(path), "", number=min(number, 2000), rounds=7)
+        ours.append(row.ours_us)
+        plain.append(row.baseline_us)
+    counts = [0, 1000, 5000, 10_000, 20_000]
+    small = tmp / "k32"
+    live_cost = [statistics.median(read_cost_with_live_keys(small, n, 1000) for _ in range(5))
+                 for n in counts]
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    left.loglog(sizes, ours, "o-", label="read_key(p, n) + destroy()")
+    left.loglog(sizes, plain, "s--", label="open(p, 'rb').read()")
+    left.set_xlabel("key size (bytes)")
+    left.set_ylabel("µs per call (median)")
+    left.set_title("Cost vs key size")
+    left.legend()
+    right.plot(counts, live_cost, "o-", label="read_key(p, 32) + destroy()")
+    right.set_xlabel("other live keys in the process")
+    right.set_ylabel("µs per call (median)")
+    right.set_ylim(bottom=0)
+    right.set_title("Cost vs live-key count")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
 
 
 def table(rows: list[Row]) -> str:
@@ -101,14 +175,16 @@ def table(rows: list[Row]) -> str:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows = key_rows(Path(tmp))
-    rows += crypto_rows()
+        rows += crypto_rows()
+        plot(Path(tmp), HERE / "report.png")
     text = table(rows)
     print(text)
     (HERE / "report.md").write_text(
         "# securekeys benchmarks\n\n"
         f"libsodium {securekeys.libsodium_version()}, Python {sys.version.split()[0]}, "
         f"{os.cpu_count()} CPUs. Medians of interleaved rounds; ratio = ours / baseline "
-        "(below 1 means faster than the baseline).\n\n" + text + "\n")
+        "(below 1 means faster than the baseline).\n\n" + text + "\n\n"
+        "![cost vs key size and live-key count](report.png)\n")
 
 
 if __name__ == "__main__":
