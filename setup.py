@@ -8,8 +8,6 @@ than a compiler error dump.
 import os
 import shutil
 import subprocess
-import sys
-import sysconfig
 import tempfile
 
 from setuptools import Extension, setup
@@ -69,7 +67,6 @@ class BuildExt(build_ext):
                 os.close(saved)
                 os.close(devnull)
         if not found:
-            sys.stderr.write(f"\n{MISSING_SODIUM}\n\n")
             raise SystemExit(MISSING_SODIUM)
 
 
