@@ -11,6 +11,9 @@ cdef enum:
     SK_READWRITE = 2
     SK_DESTROYED = 3
 
+# The one helper that turns a failed C call (its errno) into an exception.
+cdef int _raise_errno(str what, int err) except -1
+
 cdef class SecureBuffer:
     cdef unsigned char *_c_data    # user data; ends exactly at the trailing guard page
     cdef size_t _size

@@ -25,7 +25,7 @@ from libc.errno cimport errno, EINTR
 from libc.string cimport memcpy
 from posix.unistd cimport read
 
-from securekeys._memory cimport SecureBuffer, SecureKey, SK_READONLY
+from securekeys._memory cimport SecureBuffer, SecureKey, SK_READONLY, _raise_errno
 from securekeys.includes cimport sodium
 
 cdef extern from "Python.h":
@@ -598,7 +598,7 @@ cdef Py_ssize_t _read_line(int fd, unsigned char *buf, Py_ssize_t cap, bint *eof
             if err == EINTR:
                 PyErr_CheckSignals()    # Ctrl-C raises here
                 continue
-            raise OSError(err, "read from the terminal failed")
+            _raise_errno("read from the terminal", err)
         if got == 0:
             eof[0] = True               # end of file (Ctrl-D)
             return count
