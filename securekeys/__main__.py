@@ -38,15 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     create = commands.add_parser("create", help="write a new random key file (mode 0400)",
                                  description="Write a new random key to PATH: created exclusively "
                                  "(never replaces a file), mode 0400, fsynced, atomic.")
-    create.add_argument("path", metavar="PATH")
-    create.add_argument("--size", type=_size, default=DEFAULT_SIZE, metavar="N",
-                        help=f"key size in bytes (default {DEFAULT_SIZE})")
     check = commands.add_parser("check", help="verify a key file as read_key would",
                                 description="Run every read_key check on PATH (regular file, "
                                 "owner, permissions, exact size) and say what was verified.")
-    check.add_argument("path", metavar="PATH")
-    check.add_argument("--size", type=_size, default=DEFAULT_SIZE, metavar="N",
-                       help=f"expected key size in bytes (default {DEFAULT_SIZE})")
+    for command, size_help in ((create, "key size"), (check, "expected key size")):
+        command.add_argument("path", metavar="PATH")
+        command.add_argument("--size", type=_size, default=DEFAULT_SIZE, metavar="N",
+                             help=f"{size_help} in bytes (default {DEFAULT_SIZE})")
     commands.add_parser("info", help="show the protection keys get in this process",
                         description="Show libsodium's version, whether keys get mlocked, "
                         "RLIMIT_MEMLOCK, the core-dump limit and vm.max_map_count.")

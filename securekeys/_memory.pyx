@@ -369,7 +369,7 @@ cdef void _unmap_chunk(Chunk *chunk) noexcept:
     for i in range(chunk.count):
         if chunk.slots[i].free:
             _pool_remove(&chunk.slots[i])
-        elif chunk.slots[i].locked and not chunk.locked:
+        if chunk.slots[i].locked and not chunk.locked:   # locked on its own
             _locked_bytes -= chunk.slots[i].length
     if chunk.pages != NULL:
         free(chunk.pages)
