@@ -4,7 +4,7 @@ Each comparison times ours and its baseline interleaved (round after round,
 alternating), takes the median per-call time of each, and reports the ratio
 ours / baseline.  Nothing here is asserted: goals are for the report.
 
-    python bench/run.py            # writes bench/report.md
+    python bench/run.py    # writes bench/report.md and report.png, and the README's table
 """
 
 from __future__ import annotations
@@ -113,6 +113,23 @@ def live_keys_row(path: Path, live: int, rounds: int = 9) -> Row:
                "the same, no live keys", statistics.median(without), "<= 1.2x")
 
 
+def floor_rows(tmp: Path) -> list[Row]:
+    """The same system calls as read_key + destroy, in C: the floor under us."""
+    import re
+    import subprocess
+
+    binary = tmp / "floor"
+    compiled = subprocess.run(["cc", "-O2", str(HERE / "floor.c"), "-o", str(binary)],
+                              capture_output=True, text=True)
+    if compiled.returncode != 0:
+        return []
+    out = subprocess.run([str(binary), str(tmp / "k32")], capture_output=True, text=True,
+                         check=True).stdout
+    ours, plain = (float(x) for x in re.findall(r"([0-9.]+) us", out)[:2])
+    return [Row("C: read_key's system calls (4 mprotect + open/fstat/read/read/close)", ours,
+                "C: open/fstat/read/read/close", plain, "(the floor)")]
+
+
 def crypto_rows() -> list[Row]:
     sys.path.insert(0, str(HERE))
     import bench_crypto
@@ -175,6 +192,7 @@ def table(rows: list[Row]) -> str:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows = key_rows(Path(tmp))
+        rows += floor_rows(Path(tmp))
         rows += crypto_rows()
         plot(Path(tmp), HERE / "report.png")
     text = table(rows)
@@ -185,6 +203,17 @@ def main() -> None:
         f"{os.cpu_count()} CPUs. Medians of interleaved rounds; ratio = ours / baseline "
         "(below 1 means faster than the baseline).\n\n" + text + "\n\n"
         "![cost vs key size and live-key count](report.png)\n")
+    update_readme(text)
+
+
+def update_readme(text: str) -> None:
+    """Put the latest table between the README's bench-table markers."""
+    readme = HERE.parent / "README.md"
+    content = readme.read_text(encoding="utf-8")
+    start, end = "<!-- bench-table -->\n", "\n<!-- /bench-table -->"
+    if start in content and end in content:
+        head, rest = content.split(start, 1)
+        readme.write_text(head + start + text + end + rest.split(end, 1)[1], encoding="utf-8")
 
 
 if __name__ == "__main__":
