@@ -198,6 +198,7 @@ cdef enum:
     _CANARY_SIZE = 16
     _MAX_POOLED_PAGES = 513        # slots up to 2 MiB are pooled
     _SLOTS_PER_SMALL_CHUNK = 64
+    _SLOTS_PER_SECRET_CHUNK = 8
     BACKEND_SODIUM = 0             # anonymous private memory
     BACKEND_SECRETMEM = 1          # memfd_secret(2): out of the kernel's direct map
     POLICY_BEST_EFFORT = 0
@@ -298,6 +299,11 @@ cdef unsigned char *_map_guarded(size_t length, int backend, bint *locked) excep
         base = mmap(NULL, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
         err = errno
     if base == MAP_FAILED:
+        if backend == BACKEND_SECRETMEM and err == EAGAIN:
+            # secretmem is always locked: past RLIMIT_MEMLOCK there is no
+            # unlocked fallback, whatever the lock policy.
+            raise LockError(f"cannot map {length} bytes of secret memory: RLIMIT_MEMLOCK "
+                            f"is exhausted (secretmem is always locked)")
         _raise_errno(f"cannot map {length} bytes of guarded memory", err)
     try:
         if madvise(base, length, MADV_DONTDUMP) != 0:
@@ -438,7 +444,9 @@ cdef Slot *_slot_take(size_t size, unsigned char **data) except NULL:
     if pages <= _MAX_POOLED_PAGES:
         slot = _pool[_backend][pages]
         if slot == NULL:
-            chunk = _map_chunk(pages, max(1, _SLOTS_PER_SMALL_CHUNK // pages), _backend)
+            # secretmem is charged to RLIMIT_MEMLOCK whole at mmap: smaller chunks
+            chunk = _map_chunk(pages, max(1, (_SLOTS_PER_SMALL_CHUNK if _backend == BACKEND_SODIUM
+                                              else _SLOTS_PER_SECRET_CHUNK) // pages), _backend)
             for i in reversed(range(chunk.count)):
                 _pool_push(&chunk.slots[i])
             slot = _pool[_backend][pages]

@@ -90,6 +90,17 @@ def test_warn_policy_warns_once() -> None:
     assert issubclass(SecurityWarning, UserWarning)
 
 
+def test_secretmem_past_the_memlock_limit_is_a_lock_error() -> None:
+    # secretmem is always locked: past RLIMIT_MEMLOCK nothing can be allocated,
+    # whatever the policy, and the error says so.
+    result = run_python(LIMITED.format(policy="best-effort").replace(
+        "set_lock_policy(", "securekeys.set_backend('secretmem'); set_lock_policy("))
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["lock_error"] and "secretmem is always locked" in out["lock_error"]
+    assert all(out["locked"]) and out["live_at_error"] == out["allocated"] > 0
+
+
 def test_bad_lock_policy_and_backend() -> None:
     with pytest.raises(ValueError, match="lock policy"):
         set_lock_policy("sometimes")  # type: ignore[arg-type]
@@ -272,7 +283,8 @@ def test_secretmem_passes_the_same_suite() -> None:
     env = dict(os.environ, SECUREKEYS_BACKEND="secretmem")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-         "tests/test_memory.py", "tests/test_files.py", "tests/test_keyring.py"],
+         "tests/test_memory.py", "tests/test_files.py", "tests/test_keyring.py",
+         "tests/test_pool.py", "tests/test_crypto.py"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
