@@ -182,6 +182,7 @@ def _flip(data: bytes, i: int) -> bytes:
 def test_tampering_any_byte_is_detected() -> None:
     key, n, aad = create_key(32), os.urandom(24), os.urandom(20)
     c = aead_encrypt(key, b"the plaintext", n, aad)
+    gc.collect()   # a baseline without garbage left by earlier tests
     live = _memory.live_buffers()
     for i in range(len(c)):                       # ciphertext and tag
         with pytest.raises(DecryptionError):
@@ -399,6 +400,7 @@ def test_type_error_message() -> None:
     (lambda: password_key(create_key(8), b"\0" * 16, memlimit=1024), "memlimit must be between"),
 ])
 def test_wrong_lengths_are_value_errors(call: Callable[[], object], message: str) -> None:
+    gc.collect()   # a baseline without garbage left by earlier tests
     live = _memory.live_buffers()
     with pytest.raises(ValueError, match=message):
         call()

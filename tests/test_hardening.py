@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -330,6 +331,7 @@ def test_fuzz_read_key(tmp_path: Path, kind: str, content: bytes, mode: int, siz
         path.symlink_to(directory / "nowhere")
     elif kind == "devnull":
         path = Path("/dev/null")
+    gc.collect()   # a baseline without garbage left by earlier examples
     fds, live = len(os.listdir("/proc/self/fd")), live_buffers()
     try:
         key = read_key(path, size)
@@ -346,6 +348,7 @@ def test_fuzz_read_key(tmp_path: Path, kind: str, content: bytes, mode: int, siz
         assert key.state is Protection.READONLY
         key.destroy()
         del key
+    gc.collect()
     assert len(os.listdir("/proc/self/fd")) == fds
     assert live_buffers() == live
 

@@ -21,13 +21,13 @@ def mappings() -> int:
 
 
 def test_slot_reused_only_after_the_owner_is_gone() -> None:
+    gc.collect()   # no garbage of earlier tests may return slots in between
     first = SecureBuffer(32)
     address = first._data_address()
     first.destroy()
     second = SecureBuffer(32)
     assert second._data_address() != address      # destroyed, but the object lives
-    del first
-    gc.collect()
+    del first                                      # deallocated at once (refcount)
     third = SecureBuffer(32)
     assert third._data_address() == address        # deallocated: its slot comes back
     assert bytes(memoryview(third)) == bytes(32)   # wiped, zero-filled
