@@ -125,9 +125,18 @@ def test_report_counts_what_is_live_and_locked() -> None:
 
 
 def test_harden_is_visible_from_outside() -> None:
+    # The child drops to an unprivileged uid first: only then does "not
+    # dumpable" show from outside (the kernel hands its /proc files to root).
     child = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent("""
-            import sys, securekeys
+            import os, sys, encodings.ascii, securekeys
+            if os.geteuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+                # Changing uid made the process non-dumpable: start from dumpable.
+                securekeys._memory._set_dumpable(True)
+            print("ready", flush=True)
+            sys.stdin.readline()
             applied = securekeys.harden()
             print(applied["dumpable"], flush=True)
             sys.stdin.readline()
@@ -135,6 +144,10 @@ def test_harden_is_visible_from_outside() -> None:
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None and child.stdin is not None
+        assert child.stdout.readline().strip() == "ready"
+        owner_before = os.stat(f"/proc/{child.pid}/mem").st_uid
+        child.stdin.write("\n")
+        child.stdin.flush()
         assert child.stdout.readline().strip() == "False"
         limits = Path(f"/proc/{child.pid}/limits").read_text()
         core = next(line for line in limits.splitlines() if line.startswith("Max core file size"))
@@ -143,13 +156,16 @@ def test_harden_is_visible_from_outside() -> None:
                                   "--output", "SOFT,HARD"], capture_output=True, text=True)
         if prlimit.returncode == 0:
             assert prlimit.stdout.split() == ["0", "0"]
-        # Not dumpable: the kernel hands its /proc files to root.
-        assert os.stat(f"/proc/{child.pid}/mem").st_uid == 0
+        if os.geteuid() == 0:
+            assert owner_before == 65534
+            assert os.stat(f"/proc/{child.pid}/mem").st_uid == 0
         child.stdin.write("\n")
         child.stdin.flush()
+        assert child.wait(timeout=30) == 0
     finally:
-        child.wait(timeout=30)
-    assert child.returncode == 0
+        if child.poll() is None:
+            child.kill()
+            child.wait()
 
 
 def test_wipe_all_destroys_everything() -> None:
