@@ -36,6 +36,12 @@ cdef class SecureBuffer:
     # End a borrow; the last one out restores the protection.
     cdef int release_read(self) except -1
     cdef int release_write(self) except -1
+    # Fill a new buffer or key: a new SecureKey is born READWRITE only so
+    # that it can be filled once.  fill_ptr() gives its first byte while it is
+    # still READWRITE and unborrowed (anything else is fatal); seal() then
+    # makes it READONLY, for good in the case of a SecureKey.
+    cdef unsigned char *fill_ptr(self) except NULL
+    cdef int seal(self) except -1
     # Size in bytes and current protection (SK_* above).
     cdef size_t nbytes(self) noexcept nogil
     cdef int protection(self) noexcept nogil

@@ -889,6 +889,17 @@ cdef class SecureBuffer:
         self._writers -= 1
         return self._apply()
 
+    cdef unsigned char *fill_ptr(self) except NULL:
+        self._require_live("fill_ptr()")
+        if self._state != SK_READWRITE or self._readers or self._writers:
+            _fatal(f"fill_ptr() on a {_PROTECTIONS[self._state].name} or borrowed "
+                   f"{type(self).__name__} (only a new one can be filled)")
+        return self._c_data
+
+    cdef int seal(self) except -1:
+        self._require_live("seal()")
+        return self._set_base(SK_READONLY)
+
     cdef size_t nbytes(self) noexcept nogil:
         return self._size
 
@@ -1228,8 +1239,8 @@ cdef class KeyRing:
     def create_key(self):
         """A new random key in this ring, READONLY."""
         cdef SecureKey key = SecureKey((<Ring *>self._c_ring).key_size, self)
-        sodium.randombytes_buf(key._c_data, key._size)
-        key._set_base(SK_READONLY)
+        sodium.randombytes_buf(key.fill_ptr(), key._size)
+        key.seal()
         return key
 
     def read_key(self, path):
@@ -1252,9 +1263,10 @@ cdef class KeyRing:
 def create_key(size):
     """A new key of `size` random bytes, made inside guarded memory, READONLY."""
     cdef SecureKey key = SecureKey(size)
+    cdef unsigned char *data = key.fill_ptr()
     with nogil:
-        sodium.randombytes_buf(key._c_data, key._size)
-    key._set_base(SK_READONLY)
+        sodium.randombytes_buf(data, key._size)
+    key.seal()
     return key
 
 

@@ -294,7 +294,7 @@ def aead_decrypt(key, ciphertext, nonce, aad=None):
         if result is None:
             raise ValueError("nothing to decrypt: the ciphertext is authentic but "
                              "its plaintext is empty (a SecureBuffer cannot be empty)")
-        result._set_base(SK_READONLY)
+        result.seal()
     except BaseException:
         if result is not None:
             result.destroy()
@@ -332,11 +332,11 @@ def derive_key(master, subkey_id, context, size=32):
         mp = mk.borrow_read()
         try:
             rc = sodium.crypto_kdf_derive_from_key(
-                result._c_data, n, sub_id, <const char *>ctx.ptr, mp)
+                result.fill_ptr(), n, sub_id, <const char *>ctx.ptr, mp)
         finally:
             mk.release_read()
         _check(rc, b"crypto_kdf_derive_from_key", _INTERNAL)
-        result._set_base(SK_READONLY)
+        result.seal()
     except BaseException:
         if result is not None:
             result.destroy()
@@ -466,21 +466,23 @@ def signing_keypair(seed=None):
         s = _secure_arg(seed, "seed", sodium.crypto_sign_SEEDBYTES)
     public = PyBytes_FromStringAndSize(NULL, sodium.crypto_sign_PUBLICKEYBYTES)
     cdef unsigned char *pk = <unsigned char *>PyBytes_AS_STRING(public)
+    cdef unsigned char *sk
     try:
         secret = SecureKey(sodium.crypto_sign_SECRETKEYBYTES)
+        sk = secret.fill_ptr()
         if s is None:
             with nogil:
-                rc = sodium.crypto_sign_keypair(pk, secret._c_data)
+                rc = sodium.crypto_sign_keypair(pk, sk)
             _check(rc, b"crypto_sign_keypair", _INTERNAL)
         else:
             sp = s.borrow_read()
             try:
                 with nogil:
-                    rc = sodium.crypto_sign_seed_keypair(pk, secret._c_data, sp)
+                    rc = sodium.crypto_sign_seed_keypair(pk, sk, sp)
             finally:
                 s.release_read()
             _check(rc, b"crypto_sign_seed_keypair", _INTERNAL)
-        secret._set_base(SK_READONLY)
+        secret.seal()
     except BaseException:
         if secret is not None:
             secret.destroy()
@@ -558,20 +560,22 @@ def password_key(password, salt, size=32, *, opslimit=OPSLIMIT_INTERACTIVE,
     cdef _In s
     cdef const unsigned char *pp
     cdef SecureKey result = None
+    cdef unsigned char *out
     cdef int rc
     _init(&s)
     try:
         _input_fixed(salt, &s, "salt", sodium.crypto_pwhash_SALTBYTES)
         result = SecureKey(n)
+        out = result.fill_ptr()
         pp = pw.borrow_read()
         try:
             with nogil:
-                rc = sodium.crypto_pwhash(result._c_data, n, <const char *>pp, pwlen,
+                rc = sodium.crypto_pwhash(out, n, <const char *>pp, pwlen,
                                           s.ptr, ops, mem, sodium.crypto_pwhash_ALG_ARGON2ID13)
         finally:
             pw.release_read()
         _check(rc, b"crypto_pwhash", _NO_MEMORY)
-        result._set_base(SK_READONLY)
+        result.seal()
     except BaseException:
         if result is not None:
             result.destroy()
@@ -662,9 +666,9 @@ def read_password(prompt="Password: "):
                 raise EOFError("end of file on the terminal before a password")
             raise ValueError("no password was entered")
         result = SecureBuffer(count)
-        memcpy(result.borrow_write(), line._c_data, <size_t>count)   # guarded to guarded
-        result.release_write()
-        result._set_base(SK_READONLY)
+        memcpy(result.fill_ptr(), line.borrow_read(), <size_t>count)   # guarded to guarded
+        line.release_read()
+        result.seal()
     except BaseException:
         if result is not None:
             result.destroy()

@@ -373,6 +373,30 @@ def test_write_borrow_of_secure_key_is_fatal(venv: Venv, state: str) -> None:
     _assert_fatal_message(proc, "write borrow", "SecureKey")
 
 
+def test_fill_ptr_and_seal_make_a_new_key_in_place(venv: Venv) -> None:
+    venv.check("""
+        master = securekeys.create_key(32)
+        master_bytes = bytes(memoryview(master))
+        master.noaccess()
+        key = d.derive(master, b"label")
+        assert isinstance(key, SecureKey) and key.state is Protection.READONLY
+        assert master.state is Protection.NOACCESS
+        assert bytes(memoryview(key)) == pysodium.crypto_generichash(b"label", k=master_bytes)
+    """)
+
+
+@pytest.mark.parametrize("state", ["readonly", "noaccess"])
+def test_fill_ptr_on_a_sealed_key_is_fatal(venv: Venv, state: str) -> None:
+    proc = venv.fatal(f"""
+        key = securekeys.create_key(32)
+        key.{state}()
+        print("before", flush=True)
+        d.fill_sealed(key)
+        print("after", flush=True)
+    """)
+    _assert_fatal_message(proc, "fill_ptr()", "SecureKey")
+
+
 def test_release_without_borrow_is_fatal(venv: Venv) -> None:
     proc = venv.fatal("""
         key = securekeys.create_key(32)

@@ -92,3 +92,30 @@ def destroy_while_borrowed(SecureBuffer buf not None, bint touch):
 
 def release_unborrowed(SecureBuffer buf not None):
     buf.release_read()
+
+
+def derive(SecureBuffer master not None, bytes label not None):
+    """A new 32-byte SecureKey = BLAKE2b(label) keyed with `master`, written
+    straight into the key (fill_ptr) and sealed READONLY."""
+    cdef SecureKey key = SecureKey(32)
+    cdef unsigned char *out = key.fill_ptr()
+    cdef const unsigned char *m = label
+    cdef unsigned long long label_len = len(label)
+    cdef size_t master_len = master.nbytes()
+    cdef const unsigned char *k = master.borrow_read()
+    cdef int rc
+    try:
+        with nogil:
+            rc = sodium.crypto_generichash(out, 32, m, label_len, k, master_len)
+    finally:
+        master.release_read()
+    if rc != 0:
+        key.destroy()
+        raise ValueError("crypto_generichash failed")
+    key.seal()
+    return key
+
+
+def fill_sealed(SecureKey key not None):
+    """fill_ptr() on a key that is no longer new: fatal."""
+    key.fill_ptr()
