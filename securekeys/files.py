@@ -50,7 +50,7 @@ def check_key_file(fd: int, path: StrOrBytesPath, size: int) -> os.stat_result:
         raise KeyFileError(
             errno.EPERM,
             f"refusing a key with permissions {stat.S_IMODE(st.st_mode):#o}: "
-            "group or others may access it (expected 0o400 or 0o600)",
+            "group or others may access it (no group/other bits: e.g. 0o400 or 0o600)",
             path,
         )
     if st.st_size != size:

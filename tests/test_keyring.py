@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from securekeys import KeyFileError, KeyRing, Protection, SecureKey, destroy_key, read_key, report, write_key
+from securekeys import KeyFileError, KeyRing, Protection, SecureKey, create_key, destroy_key, report, write_key
 from securekeys.diagnostics import page_report
 
 from conftest import assert_dies
@@ -118,12 +118,13 @@ def test_ring_read_key(tmp_path: Path) -> None:
 def test_ring_destroy_destroys_every_key() -> None:
     ring = KeyRing(16)
     keys = [ring.create_key() for _ in range(50)]
-    outsider = read_key  # keys outside the ring are untouched
+    neighbour_ring_key = KeyRing(16).create_key()
+    outsider = create_key(16)
     ring.destroy()
     assert all(k.destroyed for k in keys) and len(ring) == 0
     with pytest.raises(ValueError, match="destroyed"):
         ring.create_key()
-    assert outsider is read_key
+    assert not outsider.destroyed and not neighbour_ring_key.destroyed
 
 
 def test_hundred_thousand_keys() -> None:
