@@ -43,6 +43,7 @@ cdef extern from "sodium.h" nogil:
     size_t crypto_aead_xchacha20poly1305_ietf_KEYBYTES
     size_t crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
     size_t crypto_aead_xchacha20poly1305_ietf_ABYTES
+    size_t crypto_aead_xchacha20poly1305_ietf_MESSAGEBYTES_MAX
     int crypto_aead_xchacha20poly1305_ietf_encrypt(
         unsigned char *c, unsigned long long *clen_p,
         const unsigned char *m, unsigned long long mlen,

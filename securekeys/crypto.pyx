@@ -14,6 +14,9 @@ secret can be encrypted or MACed without leaving guarded memory.
 Secret outputs (plaintexts, derived keys, secret signing keys) are written by
 libsodium straight into new guarded memory and returned READONLY.  Public
 outputs (ciphertexts, tags, hashes, signatures, public keys) are ``bytes``.
+
+The same operations are ``cdef`` functions for Cython code (crypto.pxd,
+``from securekeys.crypto cimport ...``); the functions here call them.
 """
 
 from typing import NamedTuple
@@ -112,12 +115,43 @@ cdef inline SecureBuffer _secure_arg(object obj, str name, size_t expected):
     return buf
 
 
+cdef int _out_of_range(str name, object lo, object hi, object value) except -1:
+    raise ValueError(f"{name} must be between {lo} and {hi}, not {value}")
+
+
 cdef size_t _int_in(object value, str name, size_t lo, size_t hi) except? 0:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if not lo <= value <= hi:
-        raise ValueError(f"{name} must be between {lo} and {hi}, not {value}")
+        _out_of_range(name, lo, hi, value)
     return <size_t>value
+
+
+cdef inline int _size_in(size_t value, str name, size_t lo, size_t hi) except -1:
+    if not lo <= value <= hi:
+        _out_of_range(name, lo, hi, value)
+    return 0
+
+
+cdef inline int _hash_key_len(SecureBuffer key) except -1:
+    # crypto_generichash takes keys of 16 to 64 bytes.
+    cdef size_t klen = key.nbytes()
+    if not sodium.crypto_generichash_KEYBYTES_MIN <= klen <= sodium.crypto_generichash_KEYBYTES_MAX:
+        raise ValueError(f"key must be between {sodium.crypto_generichash_KEYBYTES_MIN} and "
+                         f"{sodium.crypto_generichash_KEYBYTES_MAX} bytes long, not {klen}")
+    return 0
+
+
+cdef inline int _need(const void *ptr, size_t n, str name) except -1:
+    # A pointer argument of the cimport API: NULL only for an empty input.
+    if ptr == NULL and n != 0:
+        raise ValueError(f"{name} is NULL")
+    return 0
+
+
+cdef inline bint _large(size_t a, size_t b) noexcept nogil:
+    # Inputs of a + b bytes: worth releasing the GIL for?  (Cannot overflow.)
+    return a >= _NOGIL_MIN or b >= _NOGIL_MIN or a + b >= _NOGIL_MIN
 
 
 # A public input read in place.  `bytes` is read directly; other objects are
@@ -183,22 +217,85 @@ cdef inline void _init(_In *inp) noexcept:
 
 
 # ---------------------------------------------------------------------------
+# The operations.  Each libsodium call is made once, in a cdef function of the
+# cimport API (crypto.pxd); the Python functions below turn their arguments
+# into pointers and lengths and call it.  The cdef functions validate what
+# they are given themselves, as Cython callers reach them directly.
+
+
+# ---------------------------------------------------------------------------
 # AEAD: XChaCha20-Poly1305-IETF.
 
-cdef inline int _aead_encrypt(unsigned char *out, unsigned long long *clen,
-                              const _In *m, const _In *ad, const unsigned char *nonce,
-                              const unsigned char *key) noexcept nogil:
-    return sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
-        out, clen, m.ptr, <unsigned long long>m.len,
-        ad.ptr, <unsigned long long>ad.len, NULL, nonce, key)
+cdef int aead_encrypt_into(SecureBuffer key, unsigned char *out,
+                           const unsigned char *m, size_t mlen,
+                           const unsigned char *ad, size_t adlen,
+                           const unsigned char *nonce) except -1:
+    _secure_arg(key, "key", sodium.crypto_aead_xchacha20poly1305_ietf_KEYBYTES)
+    _need(out, 1, "out"); _need(nonce, 1, "nonce")
+    _need(m, mlen, "m"); _need(ad, adlen, "ad")
+    if mlen > sodium.crypto_aead_xchacha20poly1305_ietf_MESSAGEBYTES_MAX:
+        raise ValueError("plaintext is too long")
+    cdef unsigned long long clen = 0
+    cdef int rc
+    cdef const unsigned char *k = key.borrow_read()
+    try:
+        if _large(mlen, adlen):
+            with nogil:
+                rc = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
+                    out, &clen, m, mlen, ad, adlen, NULL, nonce, k)
+        else:
+            rc = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
+                out, &clen, m, mlen, ad, adlen, NULL, nonce, k)
+    finally:
+        key.release_read()
+    return _check(rc, b"crypto_aead_xchacha20poly1305_ietf_encrypt", _INTERNAL)
 
 
-cdef inline int _aead_decrypt(unsigned char *out, unsigned long long *mlen,
-                              const _In *c, const _In *ad, const unsigned char *nonce,
-                              const unsigned char *key) noexcept nogil:
-    return sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
-        out, mlen, NULL, c.ptr, <unsigned long long>c.len,
-        ad.ptr, <unsigned long long>ad.len, nonce, key)
+cdef SecureBuffer aead_decrypt_from(SecureBuffer key,
+                                    const unsigned char *c, size_t clen,
+                                    const unsigned char *ad, size_t adlen,
+                                    const unsigned char *nonce):
+    _secure_arg(key, "key", sodium.crypto_aead_xchacha20poly1305_ietf_KEYBYTES)
+    _need(nonce, 1, "nonce"); _need(c, clen, "c"); _need(ad, adlen, "ad")
+    if clen < sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES:
+        raise DecryptionError(
+            f"ciphertext must be at least "
+            f"{sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES} bytes long "
+            f"(the tag), not {clen}")
+    cdef size_t expected = clen - sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES
+    cdef SecureBuffer result = None
+    cdef unsigned char *out = NULL
+    cdef const unsigned char *k
+    cdef unsigned long long mlen = 0
+    cdef int rc = -1
+    try:
+        if expected > 0:
+            result = SecureBuffer(expected)
+            out = result.fill_ptr()
+        k = key.borrow_read()
+        try:
+            # With out == NULL (empty plaintext) libsodium only checks the tag.
+            if _large(clen, adlen):
+                with nogil:
+                    rc = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
+                        out, &mlen, NULL, c, clen, ad, adlen, nonce, k)
+            else:
+                rc = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
+                    out, &mlen, NULL, c, clen, ad, adlen, nonce, k)
+        finally:
+            key.release_read()
+        _check(rc, b"crypto_aead_xchacha20poly1305_ietf_decrypt", _FORGED)
+        if mlen != expected:
+            _check(-1, b"crypto_aead_xchacha20poly1305_ietf_decrypt", _INTERNAL)
+        if result is None:
+            raise ValueError("nothing to decrypt: the ciphertext is authentic but "
+                             "its plaintext is empty (a SecureBuffer cannot be empty)")
+        result.seal()
+    except BaseException:
+        if result is not None:
+            result.destroy()
+        raise
+    return result
 
 
 def aead_encrypt(key, plaintext, nonce, aad=None):
@@ -210,10 +307,6 @@ def aead_encrypt(key, plaintext, nonce, aad=None):
     """
     cdef SecureBuffer k = _secure_arg(key, "key", sodium.crypto_aead_xchacha20poly1305_ietf_KEYBYTES)
     cdef _In m, n, ad
-    cdef const unsigned char *kp
-    cdef unsigned long long clen = 0
-    cdef unsigned char *out
-    cdef int rc
     _init(&m); _init(&n); _init(&ad)
     try:
         _input_fixed(nonce, &n, "nonce", sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES)
@@ -223,19 +316,10 @@ def aead_encrypt(key, plaintext, nonce, aad=None):
         if m.len > PY_SSIZE_T_MAX - <Py_ssize_t>sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES:
             raise ValueError("plaintext is too long")
         result = PyBytes_FromStringAndSize(NULL, m.len + sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES)
-        out = <unsigned char *>PyBytes_AS_STRING(result)
-        kp = k.borrow_read()
-        try:
-            if m.len + ad.len >= _NOGIL_MIN:
-                with nogil:
-                    rc = _aead_encrypt(out, &clen, &m, &ad, n.ptr, kp)
-            else:
-                rc = _aead_encrypt(out, &clen, &m, &ad, n.ptr, kp)
-        finally:
-            k.release_read()
+        aead_encrypt_into(k, <unsigned char *>PyBytes_AS_STRING(result), m.ptr, <size_t>m.len,
+                          ad.ptr, <size_t>ad.len, n.ptr)
     finally:
         _release(&m); _release(&n); _release(&ad)
-    _check(rc, b"crypto_aead_xchacha20poly1305_ietf_encrypt", _INTERNAL)
     return result
 
 
@@ -252,60 +336,45 @@ def aead_decrypt(key, ciphertext, nonce, aad=None):
     after the tag has been checked (a forged one is still DecryptionError).
     """
     cdef SecureBuffer k = _secure_arg(key, "key", sodium.crypto_aead_xchacha20poly1305_ietf_KEYBYTES)
-    cdef SecureBuffer result = None
     cdef _In c, n, ad
-    cdef const unsigned char *kp
-    cdef unsigned char *out = NULL
-    cdef unsigned long long mlen = 0
-    cdef Py_ssize_t expected = 0
-    cdef int rc = -1
     _init(&c); _init(&n); _init(&ad)
     try:
         _input_fixed(nonce, &n, "nonce", sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES)
         _input(ciphertext, &c, "ciphertext")
         if aad is not None:
             _input(aad, &ad, "aad")
-        if c.len < <Py_ssize_t>sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES:
-            raise DecryptionError(
-                f"ciphertext must be at least "
-                f"{sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES} bytes long "
-                f"(the tag), not {c.len}")
-        expected = c.len - <Py_ssize_t>sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES
-        if expected > 0:
-            result = SecureBuffer(expected)
-            out = result.borrow_write()
+        return aead_decrypt_from(k, c.ptr, <size_t>c.len, ad.ptr, <size_t>ad.len, n.ptr)
+    finally:
+        _release(&c); _release(&n); _release(&ad)
+
+
+# ---------------------------------------------------------------------------
+# Key derivation: crypto_kdf (BLAKE2b).
+
+cdef SecureKey derive_key_from(SecureBuffer master, unsigned long long subkey_id,
+                               const unsigned char *context, size_t size):
+    _secure_arg(master, "master", sodium.crypto_kdf_KEYBYTES)
+    _need(context, 1, "context")
+    _size_in(size, "size", sodium.crypto_kdf_BYTES_MIN, sodium.crypto_kdf_BYTES_MAX)
+    cdef SecureKey result = None
+    cdef const unsigned char *k
+    cdef int rc
+    try:
+        result = SecureKey(size)       # born READWRITE, so that libsodium can fill it
+        k = master.borrow_read()
         try:
-            kp = k.borrow_read()
-            try:
-                # With out == NULL (empty plaintext) libsodium only checks the tag.
-                if c.len + ad.len >= _NOGIL_MIN:
-                    with nogil:
-                        rc = _aead_decrypt(out, &mlen, &c, &ad, n.ptr, kp)
-                else:
-                    rc = _aead_decrypt(out, &mlen, &c, &ad, n.ptr, kp)
-            finally:
-                k.release_read()
+            rc = sodium.crypto_kdf_derive_from_key(
+                result.fill_ptr(), size, subkey_id, <const char *>context, k)
         finally:
-            if result is not None:
-                result.release_write()
-        _check(rc, b"crypto_aead_xchacha20poly1305_ietf_decrypt", _FORGED)
-        if rc == 0 and mlen != <unsigned long long>expected:
-            _check(-1, b"crypto_aead_xchacha20poly1305_ietf_decrypt", _INTERNAL)
-        if result is None:
-            raise ValueError("nothing to decrypt: the ciphertext is authentic but "
-                             "its plaintext is empty (a SecureBuffer cannot be empty)")
+            master.release_read()
+        _check(rc, b"crypto_kdf_derive_from_key", _INTERNAL)
         result.seal()
     except BaseException:
         if result is not None:
             result.destroy()
         raise
-    finally:
-        _release(&c); _release(&n); _release(&ad)
     return result
 
-
-# ---------------------------------------------------------------------------
-# Key derivation: crypto_kdf (BLAKE2b).
 
 def derive_key(master, subkey_id, context, size=32):
     """Derive subkey number `subkey_id` of `master` into a new READONLY SecureKey.
@@ -322,57 +391,83 @@ def derive_key(master, subkey_id, context, size=32):
         raise ValueError(f"subkey_id must be between 0 and 2**64-1, not {subkey_id}")
     sub_id = subkey_id
     cdef _In ctx
-    cdef const unsigned char *mp
-    cdef SecureKey result = None
-    cdef int rc
     _init(&ctx)
     try:
         _input_fixed(context, &ctx, "context", sodium.crypto_kdf_CONTEXTBYTES)
-        result = SecureKey(n)       # born READWRITE, so that libsodium can fill it
-        mp = mk.borrow_read()
-        try:
-            rc = sodium.crypto_kdf_derive_from_key(
-                result.fill_ptr(), n, sub_id, <const char *>ctx.ptr, mp)
-        finally:
-            mk.release_read()
-        _check(rc, b"crypto_kdf_derive_from_key", _INTERNAL)
-        result.seal()
-    except BaseException:
-        if result is not None:
-            result.destroy()
-        raise
+        return derive_key_from(mk, sub_id, ctx.ptr, n)
     finally:
         _release(&ctx)
-    return result
 
 
 # ---------------------------------------------------------------------------
 # MAC: crypto_auth (HMAC-SHA-512-256) and keyed BLAKE2b.
 
+cdef int mac_into(SecureBuffer key, unsigned char *out,
+                  const unsigned char *m, size_t mlen) except -1:
+    _secure_arg(key, "key", sodium.crypto_auth_KEYBYTES)
+    _need(out, 1, "out"); _need(m, mlen, "m")
+    cdef int rc
+    cdef const unsigned char *k = key.borrow_read()
+    try:
+        if _large(mlen, 0):
+            with nogil:
+                rc = sodium.crypto_auth(out, m, mlen, k)
+        else:
+            rc = sodium.crypto_auth(out, m, mlen, k)
+    finally:
+        key.release_read()
+    return _check(rc, b"crypto_auth", _INTERNAL)
+
+
+cdef int mac_check(SecureBuffer key, const unsigned char *m, size_t mlen,
+                   const unsigned char *tag) except -1:
+    _secure_arg(key, "key", sodium.crypto_auth_KEYBYTES)
+    _need(tag, 1, "tag"); _need(m, mlen, "m")
+    cdef int rc
+    cdef const unsigned char *k = key.borrow_read()
+    try:
+        if _large(mlen, 0):
+            with nogil:
+                rc = sodium.crypto_auth_verify(tag, m, mlen, k)
+        else:
+            rc = sodium.crypto_auth_verify(tag, m, mlen, k)
+    finally:
+        key.release_read()
+    return rc == 0      # -1 is the answer "not authentic", not a failure
+
+
+cdef int keyed_hash_into(SecureBuffer key, unsigned char *out, size_t outlen,
+                         const unsigned char *m, size_t mlen) except -1:
+    _secure_arg(key, "key", 0)
+    _hash_key_len(key)
+    _size_in(outlen, "outlen", sodium.crypto_generichash_BYTES_MIN,
+             sodium.crypto_generichash_BYTES_MAX)
+    _need(out, 1, "out"); _need(m, mlen, "m")
+    cdef size_t klen = key.nbytes()
+    cdef int rc
+    cdef const unsigned char *k = key.borrow_read()
+    try:
+        if _large(mlen, 0):
+            with nogil:
+                rc = sodium.crypto_generichash(out, outlen, m, mlen, k, klen)
+        else:
+            rc = sodium.crypto_generichash(out, outlen, m, mlen, k, klen)
+    finally:
+        key.release_read()
+    return _check(rc, b"crypto_generichash", _INTERNAL)
+
+
 def mac(key, message):
     """The 32-byte HMAC-SHA-512-256 tag of `message` under a 32-byte key."""
     cdef SecureBuffer k = _secure_arg(key, "key", sodium.crypto_auth_KEYBYTES)
     cdef _In m
-    cdef unsigned char *out
-    cdef const unsigned char *kp
-    cdef int rc
     _init(&m)
     try:
         _input(message, &m, "message")
         result = PyBytes_FromStringAndSize(NULL, sodium.crypto_auth_BYTES)
-        kp = k.borrow_read()
-        try:
-            out = <unsigned char *>PyBytes_AS_STRING(result)
-            if m.len >= _NOGIL_MIN:
-                with nogil:
-                    rc = sodium.crypto_auth(out, m.ptr, <unsigned long long>m.len, kp)
-            else:
-                rc = sodium.crypto_auth(out, m.ptr, <unsigned long long>m.len, kp)
-        finally:
-            k.release_read()
+        mac_into(k, <unsigned char *>PyBytes_AS_STRING(result), m.ptr, <size_t>m.len)
     finally:
         _release(&m)
-    _check(rc, b"crypto_auth", _INTERNAL)
     return result
 
 
@@ -383,24 +478,13 @@ def mac_verify(key, message, tag):
     """
     cdef SecureBuffer k = _secure_arg(key, "key", sodium.crypto_auth_KEYBYTES)
     cdef _In m, t
-    cdef const unsigned char *kp
-    cdef int rc
     _init(&m); _init(&t)
     try:
         _input_fixed(tag, &t, "tag", sodium.crypto_auth_BYTES)
         _input(message, &m, "message")
-        kp = k.borrow_read()
-        try:
-            if m.len >= _NOGIL_MIN:
-                with nogil:
-                    rc = sodium.crypto_auth_verify(t.ptr, m.ptr, <unsigned long long>m.len, kp)
-            else:
-                rc = sodium.crypto_auth_verify(t.ptr, m.ptr, <unsigned long long>m.len, kp)
-        finally:
-            k.release_read()
+        return mac_check(k, m.ptr, <size_t>m.len, t.ptr) == 1
     finally:
         _release(&m); _release(&t)
-    return rc == 0
 
 
 def keyed_hash(key, message, size=32):
@@ -411,31 +495,15 @@ def keyed_hash(key, message, size=32):
     cdef SecureBuffer k = _secure_arg(key, "key", 0)
     cdef size_t n = _int_in(size, "size", sodium.crypto_generichash_BYTES_MIN,
                             sodium.crypto_generichash_BYTES_MAX)
-    cdef size_t klen = k.nbytes()
-    if not sodium.crypto_generichash_KEYBYTES_MIN <= klen <= sodium.crypto_generichash_KEYBYTES_MAX:
-        raise ValueError(f"key must be between {sodium.crypto_generichash_KEYBYTES_MIN} and "
-                         f"{sodium.crypto_generichash_KEYBYTES_MAX} bytes long, not {klen}")
+    _hash_key_len(k)
     cdef _In m
-    cdef const unsigned char *kp
-    cdef unsigned char *out
-    cdef int rc
     _init(&m)
     try:
         _input(message, &m, "message")
         result = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>n)
-        kp = k.borrow_read()
-        try:
-            out = <unsigned char *>PyBytes_AS_STRING(result)
-            if m.len >= _NOGIL_MIN:
-                with nogil:
-                    rc = sodium.crypto_generichash(out, n, m.ptr, <unsigned long long>m.len, kp, klen)
-            else:
-                rc = sodium.crypto_generichash(out, n, m.ptr, <unsigned long long>m.len, kp, klen)
-        finally:
-            k.release_read()
+        keyed_hash_into(k, <unsigned char *>PyBytes_AS_STRING(result), n, m.ptr, <size_t>m.len)
     finally:
         _release(&m)
-    _check(rc, b"crypto_generichash", _INTERNAL)
     return result
 
 
@@ -490,30 +558,35 @@ def signing_keypair(seed=None):
     return SigningKeyPair(public, secret)
 
 
+cdef int sign_into(SecureBuffer secret, unsigned char *sig,
+                   const unsigned char *m, size_t mlen) except -1:
+    _secure_arg(secret, "secret", sodium.crypto_sign_SECRETKEYBYTES)
+    _need(sig, 1, "sig"); _need(m, mlen, "m")
+    cdef unsigned long long siglen = 0
+    cdef int rc
+    cdef const unsigned char *k = secret.borrow_read()
+    try:
+        # Always without the GIL: a signature costs far more than handing it over.
+        with nogil:
+            rc = sodium.crypto_sign_detached(sig, &siglen, m, mlen, k)
+    finally:
+        secret.release_read()
+    if rc == 0 and siglen != sodium.crypto_sign_BYTES:
+        rc = -1
+    return _check(rc, b"crypto_sign_detached", _INTERNAL)
+
+
 def sign(secret, message):
     """The 64-byte detached Ed25519 signature of `message` by `secret` (64 bytes)."""
     cdef SecureBuffer sk = _secure_arg(secret, "secret", sodium.crypto_sign_SECRETKEYBYTES)
     cdef _In m
-    cdef unsigned char *out
-    cdef const unsigned char *kp
-    cdef unsigned long long siglen = 0
-    cdef int rc
     _init(&m)
     try:
         _input(message, &m, "message")
         result = PyBytes_FromStringAndSize(NULL, sodium.crypto_sign_BYTES)
-        out = <unsigned char *>PyBytes_AS_STRING(result)
-        kp = sk.borrow_read()
-        try:
-            with nogil:
-                rc = sodium.crypto_sign_detached(out, &siglen, m.ptr, <unsigned long long>m.len, kp)
-        finally:
-            sk.release_read()
+        sign_into(sk, <unsigned char *>PyBytes_AS_STRING(result), m.ptr, <size_t>m.len)
     finally:
         _release(&m)
-    if rc == 0 and siglen != sodium.crypto_sign_BYTES:
-        rc = -1
-    _check(rc, b"crypto_sign_detached", _INTERNAL)
     return result
 
 

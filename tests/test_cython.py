@@ -36,6 +36,8 @@ BASELINE_PACKAGE_DATA = {
     "securekeys/__init__.pxd",
     "securekeys/_memory.pxd",
     "securekeys/_memory.pyi",
+    "securekeys/crypto.pxd",
+    "securekeys/crypto.pyi",
     "securekeys/py.typed",
     "securekeys/includes/__init__.pxd",
     "securekeys/includes/sodium.pxd",
@@ -211,7 +213,8 @@ def test_get_include_of_installed_package(venv: Venv) -> None:
     out = venv.check("""
         dirs = securekeys.get_include()
         assert dirs[0] == os.path.dirname(os.path.dirname(securekeys.__file__)), dirs
-        for pxd in ("__init__.pxd", "_memory.pxd", "includes/__init__.pxd", "includes/sodium.pxd"):
+        for pxd in ("__init__.pxd", "_memory.pxd", "crypto.pxd", "includes/__init__.pxd",
+                    "includes/sodium.pxd"):
             assert os.path.isfile(os.path.join(dirs[0], "securekeys", pxd)), pxd
         print(repr(dirs[1:]))
     """)
@@ -405,6 +408,208 @@ def test_release_without_borrow_is_fatal(venv: Venv) -> None:
         print("after", flush=True)
     """)
     _assert_fatal_message(proc, "release_read() without a read borrow")
+
+
+# -- securekeys.crypto's cimport API ------------------------------------------------
+#
+# The cdef functions of securekeys/crypto.pxd, called from the downstream module
+# (d.c_*), against pysodium and the Python API that runs on the same functions.
+
+CRYPTO = """
+    from securekeys import crypto
+    from securekeys.crypto import DecryptionError
+
+    def raw(buf):
+        with buf.reading() as view:
+            return view.tobytes()
+"""
+
+
+def test_crypto_cimport_matches_pysodium_and_python_api(venv: Venv) -> None:
+    venv.check(CRYPTO, """
+        key = securekeys.create_key(32)
+        k = raw(key)                         # the oracle's copy: test code only
+        key.noaccess()
+        for m in (b"", b"abc", os.urandom(100_000)):   # both sides of _NOGIL_MIN
+            n, ad = os.urandom(24), os.urandom(len(m) % 40)
+            c = d.c_aead_encrypt(key, m, n, ad)
+            assert c == pysodium.crypto_aead_xchacha20poly1305_ietf_encrypt(m, ad, n, k)
+            assert c == crypto.aead_encrypt(key, m, n, ad)
+            if m:
+                plain = d.c_aead_decrypt(key, c, n, ad)
+                assert type(plain) is SecureBuffer and plain.state is Protection.READONLY
+                assert raw(plain) == m and plain == crypto.aead_decrypt(key, c, n, ad)
+                buf = bytearray(m) + bytearray(16)
+                d.c_aead_encrypt_in_place(key, buf, n)
+                assert bytes(buf) == crypto.aead_encrypt(key, m, n)
+            else:
+                try:
+                    d.c_aead_decrypt(key, c, n, ad)
+                except DecryptionError:
+                    raise
+                except ValueError as e:
+                    assert "nothing to decrypt" in str(e), e
+                else:
+                    raise AssertionError("empty plaintext decrypted")
+
+            tag = d.c_mac(key, m)
+            assert tag == pysodium.crypto_auth(m, k) == crypto.mac(key, m)
+            assert d.c_mac_check(key, m, tag) == 1
+            assert d.c_mac_check(key, m + b"x", tag) == 0
+            assert d.c_mac_check(key, m, bytes(32)) == 0
+
+            for size in (16, 32, 64):
+                h = d.c_keyed_hash(key, m, size)
+                assert h == pysodium.crypto_generichash(m, k, size)
+                assert h == crypto.keyed_hash(key, m, size)
+            assert key.state is Protection.NOACCESS
+
+        for sub, size in ((0, 32), (7, 16), (2**64 - 1, 64)):
+            sub_key = d.c_derive(key, sub, b"context!", size)
+            assert type(sub_key) is SecureKey and sub_key.state is Protection.READONLY
+            assert raw(sub_key) == pysodium.crypto_kdf_derive_from_key(size, sub, b"context!", k)
+            assert sub_key == crypto.derive_key(key, sub, b"context!", size)
+        assert key.state is Protection.NOACCESS
+
+        seed = securekeys.create_key(32)
+        pk, sk = pysodium.crypto_sign_seed_keypair(raw(seed))
+        pair = crypto.signing_keypair(seed)
+        pair.secret.noaccess()
+        for m in (b"", b"abc", os.urandom(5000)):
+            sig = d.c_sign(pair.secret, m)
+            assert sig == pysodium.crypto_sign_detached(m, sk) == crypto.sign(pair.secret, m)
+            assert crypto.verify(pk, m, sig)
+        assert pair.secret.state is Protection.NOACCESS
+    """)
+
+
+def test_crypto_cimport_forged_ciphertext_leaves_nothing_behind(venv: Venv) -> None:
+    venv.check(CRYPTO, """
+        import gc
+        key, n, ad = securekeys.create_key(32), os.urandom(24), b"header"
+        key.noaccess()
+        c = d.c_aead_encrypt(key, b"the plaintext", n, ad)
+        gc.collect()
+        live = securekeys._memory.live_buffers()
+        forgeries = [c[:i] + bytes([c[i] ^ 1]) + c[i + 1:] for i in range(len(c))]
+        forgeries += [c + b"\\0", c[:-1], c[:15], b""]
+        for forged in forgeries:
+            try:
+                d.c_aead_decrypt(key, forged, n, ad)
+            except DecryptionError:
+                pass
+            else:
+                raise AssertionError(f"forgery accepted: {forged!r}")
+        for bad_key, bad_n, bad_ad in ((securekeys.create_key(32), n, ad),
+                                       (key, os.urandom(24), ad), (key, n, b"")):
+            try:
+                d.c_aead_decrypt(bad_key, c, bad_n, bad_ad)
+            except DecryptionError:
+                pass
+            else:
+                raise AssertionError("wrong key, nonce or AAD accepted")
+        gc.collect()
+        assert securekeys._memory.live_buffers() == live     # no plaintext left behind
+        assert key.state is Protection.NOACCESS
+        assert raw(d.c_aead_decrypt(key, c, n, ad)) == b"the plaintext"
+    """)
+
+
+def test_crypto_cimport_bad_arguments_raise(venv: Venv) -> None:
+    venv.check(CRYPTO, """
+        import gc
+        k8, k16, k32, k64 = (securekeys.create_key(n) for n in (8, 16, 32, 64))
+        n = bytes(24)
+        cases = [
+            (TypeError, "key must be a SecureBuffer, not NoneType",
+             lambda: d.c_aead_encrypt(None, b"m", n)),
+            (TypeError, "key must be a SecureBuffer", lambda: d.c_aead_decrypt(None, bytes(20), n)),
+            (TypeError, "key must be a SecureBuffer", lambda: d.c_mac(None, b"m")),
+            (TypeError, "key must be a SecureBuffer", lambda: d.c_mac_check(None, b"m", bytes(32))),
+            (TypeError, "key must be a SecureBuffer", lambda: d.c_keyed_hash(None, b"m")),
+            (TypeError, "master must be a SecureBuffer", lambda: d.c_derive(None, 1, b"context!")),
+            (TypeError, "secret must be a SecureBuffer", lambda: d.c_sign(None, b"m")),
+            (ValueError, "key must be 32 bytes long, not 16", lambda: d.c_aead_encrypt(k16, b"m", n)),
+            (ValueError, "key must be 32 bytes long, not 64", lambda: d.c_aead_decrypt(k64, bytes(20), n)),
+            (ValueError, "key must be 32 bytes long, not 16", lambda: d.c_mac(k16, b"m")),
+            (ValueError, "key must be 32 bytes long", lambda: d.c_mac_check(k64, b"m", bytes(32))),
+            (ValueError, "key must be between 16 and 64 bytes long, not 8",
+             lambda: d.c_keyed_hash(k8, b"m")),
+            (ValueError, "outlen must be between 16 and 64, not 15", lambda: d.c_keyed_hash(k32, b"m", 15)),
+            (ValueError, "outlen must be between 16 and 64, not 65", lambda: d.c_keyed_hash(k32, b"m", 65)),
+            (ValueError, "master must be 32 bytes long, not 16", lambda: d.c_derive(k16, 1, b"context!")),
+            (ValueError, "size must be between 16 and 64, not 15", lambda: d.c_derive(k32, 1, b"context!", 15)),
+            (ValueError, "size must be between 16 and 64, not 65", lambda: d.c_derive(k32, 1, b"context!", 65)),
+            (ValueError, "secret must be 64 bytes long, not 32", lambda: d.c_sign(k32, b"m")),
+            (ValueError, "m is NULL", lambda: d.c_null_message(k32)),
+        ]
+        live = securekeys._memory.live_buffers()
+        for exc, message, call in cases:
+            try:
+                call()
+            except exc as e:
+                assert message in str(e), (message, e)
+            else:
+                raise AssertionError(f"no {exc.__name__}: {message}")
+        gc.collect()
+        assert securekeys._memory.live_buffers() == live   # no half-made key kept
+    """)
+
+
+CRYPTO_CIMPORT_CALLS = {
+    "aead_encrypt_into": "d.c_aead_encrypt(k32, b'm', bytes(24))",
+    "aead_decrypt_from": "d.c_aead_decrypt(k32, bytes(40), bytes(24))",
+    "mac_into": "d.c_mac(k32, b'm')",
+    "mac_check": "d.c_mac_check(k32, b'm', bytes(32))",
+    "keyed_hash_into": "d.c_keyed_hash(k32, b'm')",
+    "derive_key_from": "d.c_derive(k32, 1, b'context!')",
+    "sign_into": "d.c_sign(k64, b'm')",
+}
+
+
+@pytest.mark.parametrize("name", CRYPTO_CIMPORT_CALLS)
+def test_crypto_cimport_destroyed_key_is_fatal(venv: Venv, name: str) -> None:
+    proc = venv.fatal(f"""
+        k32, k64 = securekeys.create_key(32), securekeys.create_key(64)
+        k32.destroy(); k64.destroy()
+        print("before", flush=True)
+        {CRYPTO_CIMPORT_CALLS[name]}
+        print("after", flush=True)
+    """)
+    _assert_fatal_message(proc, "read borrow", "destroyed")
+
+
+def test_crypto_cimport_from_many_threads(venv: Venv) -> None:
+    # 64 KiB inputs: every call releases the GIL while the key is borrowed,
+    # so the borrows of eight threads overlap on one NOACCESS key.
+    venv.check(CRYPTO, """
+        key = securekeys.create_key(32)
+        k = raw(key)
+        key.noaccess()
+        message, n = os.urandom(1 << 16), os.urandom(24)
+        expected = (pysodium.crypto_generichash(message, k, 32),
+                    pysodium.crypto_auth(message, k),
+                    pysodium.crypto_aead_xchacha20poly1305_ietf_encrypt(message, None, n, k))
+        errors = []
+        barrier = threading.Barrier(8)
+        def work():
+            barrier.wait()
+            try:
+                for _ in range(50):
+                    got = (d.c_keyed_hash(key, message), d.c_mac(key, message),
+                           d.c_aead_encrypt(key, message, n))
+                    if got != expected:
+                        raise AssertionError("wrong result")
+                    if raw(d.c_aead_decrypt(key, expected[2], n)) != message:
+                        raise AssertionError("wrong plaintext")
+            except BaseException as e:
+                errors.append(repr(e))
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        assert not errors, errors
+        assert key.state is Protection.NOACCESS, key.state
+    """)
 
 
 # -- threads ----------------------------------------------------------------------

@@ -119,3 +119,80 @@ def derive(SecureBuffer master not None, bytes label not None):
 def fill_sealed(SecureKey key not None):
     """fill_ptr() on a key that is no longer new: fatal."""
     key.fill_ptr()
+
+
+# -- securekeys.crypto's cimport API ----------------------------------------
+# Plain wrappers: the sizes of fixed-size arguments are the caller's promise,
+# so they are checked here before any pointer is handed over.  Keys are not
+# declared `not None`, so that None reaches the cdef functions.
+
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from securekeys.crypto cimport (aead_encrypt_into, aead_decrypt_from, mac_into, mac_check,
+                                keyed_hash_into, derive_key_from, sign_into)
+
+
+cdef unsigned char *_out(bytes b):
+    return <unsigned char *>PyBytes_AS_STRING(b)
+
+
+cdef int _sized(bytes b, size_t n, str name) except -1:
+    if <size_t>len(b) != n:
+        raise ValueError(f"{name} must be {n} bytes")
+    return 0
+
+
+def c_aead_encrypt(SecureBuffer key, bytes m not None, bytes nonce not None,
+                   bytes ad not None = b""):
+    _sized(nonce, sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES, "nonce")
+    out = PyBytes_FromStringAndSize(NULL, len(m) + sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES)
+    aead_encrypt_into(key, _out(out), m, len(m), ad, len(ad), nonce)
+    return out
+
+
+def c_aead_encrypt_in_place(SecureBuffer key, bytearray buf not None, bytes nonce not None):
+    """`buf` holds the plaintext followed by 16 spare bytes; encrypted in place."""
+    _sized(nonce, sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES, "nonce")
+    cdef unsigned char *p = <unsigned char *><char *>buf
+    aead_encrypt_into(key, p, p, len(buf) - sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES,
+                      NULL, 0, nonce)
+
+
+def c_aead_decrypt(SecureBuffer key, bytes c not None, bytes nonce not None,
+                   bytes ad not None = b""):
+    _sized(nonce, sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES, "nonce")
+    return aead_decrypt_from(key, c, len(c), ad, len(ad), nonce)
+
+
+def c_mac(SecureBuffer key, bytes m not None):
+    out = PyBytes_FromStringAndSize(NULL, sodium.crypto_auth_BYTES)
+    mac_into(key, _out(out), m, len(m))
+    return out
+
+
+def c_mac_check(SecureBuffer key, bytes m not None, bytes tag not None):
+    _sized(tag, sodium.crypto_auth_BYTES, "tag")
+    return mac_check(key, m, len(m), tag)
+
+
+def c_keyed_hash(SecureBuffer key, bytes m not None, size_t outlen=32):
+    out = PyBytes_FromStringAndSize(NULL, min(outlen, 64))
+    keyed_hash_into(key, _out(out), outlen, m, len(m))
+    return out
+
+
+def c_derive(SecureBuffer master, unsigned long long subkey_id, bytes context not None,
+             size_t size=32):
+    _sized(context, sodium.crypto_kdf_CONTEXTBYTES, "context")
+    return derive_key_from(master, subkey_id, context, size)
+
+
+def c_sign(SecureBuffer secret, bytes m not None):
+    sig = PyBytes_FromStringAndSize(NULL, sodium.crypto_sign_BYTES)
+    sign_into(secret, _out(sig), m, len(m))
+    return sig
+
+
+def c_null_message(SecureBuffer key):
+    """A NULL message pointer with a non-zero length: ValueError, not a crash."""
+    cdef unsigned char out[32]
+    mac_into(key, out, NULL, 5)
