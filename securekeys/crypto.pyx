@@ -28,7 +28,7 @@ from libc.errno cimport errno, EINTR
 from libc.string cimport memcpy
 from posix.unistd cimport read
 
-from securekeys._memory cimport SecureBuffer, SecureKey, SK_READONLY, _raise_errno
+from securekeys._memory cimport SecureBuffer, SecureKey, _raise_errno
 from securekeys.includes cimport sodium
 
 cdef extern from "Python.h":
