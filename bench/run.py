@@ -13,9 +13,6 @@ import os
 import statistics
 import sys
 import tempfile
-import timeit
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import securekeys
@@ -23,35 +20,8 @@ from securekeys import KeyRing, SecureBuffer, create_key, read_key
 from securekeys._memory import _sodium_malloc_cycle
 
 HERE = Path(__file__).resolve().parent
-
-
-@dataclass
-class Row:
-    operation: str
-    ours_us: float
-    baseline: str
-    baseline_us: float
-    goal: str
-
-    @property
-    def ratio(self) -> float:
-        return self.ours_us / self.baseline_us
-
-
-def per_call_us(stmt: Callable[[], object], number: int) -> float:
-    return timeit.timeit(stmt, number=number) / number * 1e6
-
-
-def compare(operation: str, ours: Callable[[], object], baseline_name: str,
-            baseline: Callable[[], object], goal: str, *, number: int = 2000, rounds: int = 15) -> Row:
-    """Interleave ours and the baseline for `rounds` rounds; medians of each."""
-    ours(), baseline()   # warm up
-    ours_times, base_times = [], []
-    for _ in range(rounds):
-        ours_times.append(per_call_us(ours, number))
-        base_times.append(per_call_us(baseline, number))
-    return Row(operation, statistics.median(ours_times), baseline_name,
-               statistics.median(base_times), goal)
+sys.path.insert(0, str(HERE))
+from common import Row, compare, per_call_us, table  # noqa: E402
 
 
 def write_file(path: Path, size: int) -> Path:
@@ -131,17 +101,9 @@ def floor_rows(tmp: Path) -> list[Row]:
 
 
 def crypto_rows() -> list[Row]:
-    sys.path.insert(0, str(HERE))
     import bench_crypto
 
-    rows = []
-    for r in bench_crypto.run():
-        goal = r["goal"]
-        if goal.startswith("≥"):   # "≥4×" faster: ours / baseline <= 1/4
-            factor = float(goal.strip("≥×"))
-            goal = f"<= {1 / factor:.3g}x ({factor:g}x faster)"
-        rows.append(Row(r["operation"], r["ours_us"], r["baseline"], r["baseline_us"], goal))
-    return rows
+    return bench_crypto.rows()
 
 
 def plot(tmp: Path, out: Path) -> None:
@@ -178,15 +140,6 @@ def plot(tmp: Path, out: Path) -> None:
     right.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=110)
-
-
-def table(rows: list[Row]) -> str:
-    lines = ["| operation | ours (µs) | baseline | baseline (µs) | ratio | goal |",
-             "|---|---:|---|---:|---:|---|"]
-    for r in rows:
-        lines.append(f"| {r.operation} | {r.ours_us:.2f} | {r.baseline} | {r.baseline_us:.2f} "
-                     f"| {r.ratio:.2f}x | {r.goal} |")
-    return "\n".join(lines)
 
 
 def main() -> None:

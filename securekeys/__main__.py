@@ -10,11 +10,11 @@ Errors are one line on stderr and exit status 1 (2 for usage errors).
 from __future__ import annotations
 
 import argparse
-import os
 import stat
 import sys
 
-from securekeys import SecureBuffer, create_key, read_key, report, write_key
+from securekeys import SecureBuffer, SecureKey, create_key, report, write_key
+from securekeys.files import fill_key_from_file
 
 DEFAULT_SIZE = 32
 
@@ -58,12 +58,15 @@ def _create(path: str, size: int) -> None:
 
 
 def _check(path: str, size: int) -> None:
-    with read_key(path, size) as key:
-        st = os.stat(path, follow_symlinks=False)
+    # Report what read_key verified on the open file (its fstat), without a
+    # second look at the path, which could name another file by now.
+    key = SecureKey(size)
+    verified = fill_key_from_file(key, path)
+    with key:
         print(f"{path}: OK")
         print("  not a symbolic link; a regular file")
-        print(f"  owned by uid {st.st_uid} (this process's effective uid)")
-        print(f"  mode {stat.S_IMODE(st.st_mode):#o}: no group or other permissions")
+        print(f"  owned by uid {verified.st_uid} (this process's effective uid)")
+        print(f"  mode {stat.S_IMODE(verified.st_mode):#o}: no group or other permissions")
         print(f"  exactly {size} bytes, read into guarded memory ({'locked' if key.locked else 'NOT locked'})")
 
 

@@ -260,7 +260,6 @@ cdef size_t _mapped_bytes = 0
 cdef int _backend = BACKEND_SODIUM
 cdef int _lock_policy = POLICY_BEST_EFFORT
 cdef bint _warned_unlocked = False
-cdef bint _forked_child = False
 
 cdef tuple _BACKENDS = ("sodium", "secretmem")
 cdef tuple _POLICIES = ("best-effort", "warn", "require")
@@ -564,7 +563,6 @@ def _allocator_stats():
         "chunks": chunks,
         "pool_bytes": _pool_bytes,
         "pool_limit": _pool_limit,
-        "forked_child": bool(_forked_child),
     }
 
 
@@ -737,7 +735,7 @@ cdef void _forget_rings() noexcept:
 # the parent's memory so that the child never frees or reuses it.
 
 def _after_fork_in_child():
-    global _chunks, _pool_bytes, _mapped_bytes, _locked_bytes, _forked_child
+    global _chunks, _pool_bytes, _mapped_bytes, _locked_bytes
     cdef Chunk *chunk = _chunks
     cdef void *node = _registry_head
     cdef SecureBuffer buf
@@ -757,7 +755,6 @@ def _after_fork_in_child():
         buf._state = buf._base = SK_DESTROYED
         buf._c_slot = NULL
         node = buf._c_next
-    _forked_child = True
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -1246,7 +1243,9 @@ cdef class KeyRing:
     def read_key(self, path):
         """Read a key file into this ring, with every check of read_key()."""
         from securekeys.files import fill_key_from_file
-        return fill_key_from_file(self._new_key(), path)
+        key = self._new_key()
+        fill_key_from_file(key, path)
+        return key
 
     def destroy(self):
         """Destroy every key in the ring; it then takes no new keys."""

@@ -66,12 +66,15 @@ def read_key(path: StrOrBytesPath, size: int) -> SecureKey:
     are refused.  Otherwise KeyFileError (an OSError) names the path and why;
     a missing file is FileNotFoundError.  Nothing is left behind on error.
     """
-    return fill_key_from_file(SecureKey(size), path)   # SecureKey checks `size` first
+    key = SecureKey(size)   # checks `size` before anything touches the disk
+    fill_key_from_file(key, path)
+    return key
 
 
-def fill_key_from_file(key: SecureKey, path: StrOrBytesPath) -> SecureKey:
-    """Fill a new (READWRITE) key from a key file with every read_key check,
-    seal it READONLY and return it; on any error, destroy it and raise."""
+def fill_key_from_file(key: SecureKey, path: StrOrBytesPath) -> os.stat_result:
+    """Fill a new (READWRITE) key from a key file with every read_key check
+    and seal it READONLY; return the verified fstat of the open file.  On any
+    error, destroy the key and raise."""
     size = key.size
     fd = -1
     try:
@@ -82,7 +85,7 @@ def fill_key_from_file(key: SecureKey, path: StrOrBytesPath) -> SecureKey:
             if e.errno == errno.ELOOP:
                 raise KeyFileError(errno.ELOOP, "refusing a symbolic link", path) from None
             raise
-        check_key_file(fd, path, size)
+        st = check_key_file(fd, path, size)
         try:
             got = key.readinto(fd)
             complete = got == size and _at_eof(fd)
@@ -92,7 +95,7 @@ def fill_key_from_file(key: SecureKey, path: StrOrBytesPath) -> SecureKey:
             actual = got if got < size else "more"
             raise KeyFileError(errno.EINVAL, f"wrong size: expected {size} bytes, read {actual} (the file changed)", path)
         key.readonly()
-        return key
+        return st
     except BaseException:
         key.destroy()
         raise
