@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["KeyFileError", "LockError", "SecurityWarning"]
+__all__ = ["DecryptionError", "KeyFileError", "LockError", "SecurityWarning"]
+
+
+class DecryptionError(ValueError):
+    """The ciphertext, nonce, AAD or key do not authenticate: the message was
+    forged, corrupted, truncated, or is decrypted with the wrong key."""
 
 
 class KeyFileError(OSError):
