@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.securekeys-built
-SOURCES := setup.py pyproject.toml $(wildcard securekeys/*.pyx securekeys/*.pxd include/*.pxd)
+SOURCES := setup.py pyproject.toml $(wildcard securekeys/*.pyx securekeys/*.pxd securekeys/includes/*.pxd securekeys/*.pxi)
 
 .PHONY: all demo test bench sodium setup clean
 

@@ -17,11 +17,12 @@ import warnings
 
 from cpython.buffer cimport PyBuffer_FillInfo, PyBUF_WRITABLE
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.object cimport PyObject_AsFileDescriptor
 from libc.errno cimport errno, EINTR, EAGAIN, ENOMEM, EPERM, ENOSYS
 from libc.stdint cimport uintptr_t
 from libc.stdlib cimport abort, calloc, free
-from libc.string cimport strlen, memcpy
+from libc.string cimport strlen, memcpy, strerror
 from posix.mman cimport (
     mmap, munmap, mprotect, mlock2, madvise, MAP_FAILED, MAP_PRIVATE, MAP_SHARED,
     MAP_ANONYMOUS, PROT_NONE, PROT_READ, PROT_WRITE, MLOCK_ONFAULT,
@@ -29,36 +30,8 @@ from posix.mman cimport (
 )
 from posix.unistd cimport read, write, close, ftruncate, sysconf, _SC_PAGESIZE
 
-from securekeys.includes cimport sodium
+from securekeys.includes cimport sodium, system
 from securekeys.errors import LockError, SecurityWarning
-
-cdef extern from "string.h" nogil:
-    char *strerror(int errnum)
-
-cdef extern from "Python.h":
-    Py_ssize_t PY_SSIZE_T_MAX
-
-cdef extern from "sys/prctl.h" nogil:
-    int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5)
-    enum: PR_GET_DUMPABLE
-    enum: PR_SET_DUMPABLE
-
-cdef extern from *:
-    """
-    #include <errno.h>
-    #include <sys/syscall.h>
-    #include <unistd.h>
-    static int securekeys_memfd_secret(void) {
-    #ifdef SYS_memfd_secret
-        return (int) syscall(SYS_memfd_secret, 0);
-    #else
-        errno = ENOSYS;
-        return -1;
-    #endif
-    }
-    """
-    int securekeys_memfd_secret() nogil
-
 
 # ---------------------------------------------------------------------------
 # The fatal path.  Misuse of a key ends the process: this is the one place
@@ -284,7 +257,7 @@ cdef unsigned char *_map_guarded(size_t length, int backend, bint *locked) excep
     cdef void *base
     cdef int fd = -1, err = 0
     if backend == BACKEND_SECRETMEM:
-        fd = securekeys_memfd_secret()
+        fd = system.memfd_secret()
         if fd < 0:
             _raise_errno("memfd_secret", errno)
         if ftruncate(fd, length) != 0:
@@ -596,7 +569,7 @@ def set_backend(name):
         raise ValueError(f"backend must be 'sodium' or 'secretmem', not {name!r}")
     cdef int fd
     if name == "secretmem":
-        fd = securekeys_memfd_secret()
+        fd = system.memfd_secret()
         if fd < 0:
             err = errno
             raise OSError(err, f"the secretmem backend is unavailable: memfd_secret(2) "
@@ -774,7 +747,7 @@ if os.environ.get("SECUREKEYS_BACKEND"):
 
 def _get_dumpable():
     """Whether this process may dump core or be ptraced (prctl PR_GET_DUMPABLE)."""
-    cdef int rc = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0)
+    cdef int rc = system.prctl(system.PR_GET_DUMPABLE, 0, 0, 0, 0)
     if rc < 0:
         _raise_errno("prctl(PR_GET_DUMPABLE)", errno)
     return rc != 0
@@ -782,7 +755,7 @@ def _get_dumpable():
 
 def _set_dumpable(bint dumpable):
     """prctl(PR_SET_DUMPABLE): 0 keeps core dumps and ptrace by other users out."""
-    if prctl(PR_SET_DUMPABLE, 1 if dumpable else 0, 0, 0, 0) != 0:
+    if system.prctl(system.PR_SET_DUMPABLE, 1 if dumpable else 0, 0, 0, 0) != 0:
         _raise_errno("prctl(PR_SET_DUMPABLE)", errno)
 
 
