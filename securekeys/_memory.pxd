@@ -1,8 +1,11 @@
 # The cimport contract of securekeys' guarded memory.
 #
 # This file fixes the binary layout of SecureBuffer for every module compiled
-# against it, so it is kept small: no public fields, only the `cdef` methods
-# documented under "Using securekeys from Cython" in the README.
+# against it, so it is kept small: the fields (a layout must be declared;
+# none is API), and only the `cdef` methods documented under "Using
+# securekeys from Cython" in the README.  Private helpers are module-level
+# `cdef` functions of _memory.pyx, or inline helpers in _checks.pxd /
+# _fdio.pxd, and are part of no ABI.
 
 # Protection levels, ordered so that a stronger access need is a larger number.
 cdef enum:
@@ -10,9 +13,6 @@ cdef enum:
     SK_READONLY = 1
     SK_READWRITE = 2
     SK_DESTROYED = 3
-
-# The one helper that turns a failed C call (its errno) into an exception.
-cdef int _raise_errno(str what, int err) except -1
 
 cdef class SecureBuffer:
     cdef unsigned char *_c_data    # user data; ends exactly at the trailing guard page
@@ -46,13 +46,8 @@ cdef class SecureBuffer:
     cdef size_t nbytes(self) noexcept nogil
     cdef int protection(self) noexcept nogil
 
-    cdef int _set_base(self, int level) except -1
-    cdef int _apply(self) except -1
-    cdef int _require_live(self, const char *what) except -1
-
 cdef class SecureKey(SecureBuffer):
     pass
 
 cdef class KeyRing:
-    cdef void *_c_ring
-    cdef void *take(self, size_t size, unsigned char **data) except NULL
+    cdef void *_c_ring             # the allocator's Ring

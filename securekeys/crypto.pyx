@@ -28,7 +28,8 @@ from libc.errno cimport errno, EINTR
 from libc.string cimport memcpy
 from posix.unistd cimport read
 
-from securekeys._memory cimport SecureBuffer, SecureKey, _raise_errno
+from securekeys._memory cimport SecureBuffer, SecureKey
+from securekeys._checks cimport raise_errno as _raise_errno
 from securekeys.includes cimport sodium
 
 cdef extern from "Python.h":

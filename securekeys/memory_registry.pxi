@@ -1,0 +1,67 @@
+# Included by _memory.pyx: the registry of live buffers.
+#
+# Registry of live buffers: an intrusive doubly linked list of borrowed
+# references, linked in __cinit__ and unlinked in __dealloc__ (both under the
+# GIL).  Cheap (no weakrefs), and lets the fatal path find every secret.
+
+cdef void *_registry_head = NULL
+cdef Py_ssize_t _registry_count = 0
+
+
+cdef inline void _register(SecureBuffer buf) noexcept:
+    global _registry_head, _registry_count
+    buf._c_prev = NULL
+    buf._c_next = _registry_head
+    if _registry_head != NULL:
+        (<SecureBuffer>_registry_head)._c_prev = <void *>buf
+    _registry_head = <void *>buf
+    _registry_count += 1
+
+
+cdef inline void _unregister(SecureBuffer buf) noexcept:
+    global _registry_head, _registry_count
+    if buf._c_prev != NULL:
+        (<SecureBuffer>buf._c_prev)._c_next = buf._c_next
+    elif _registry_head == <void *>buf:
+        _registry_head = buf._c_next
+    else:
+        return  # never linked
+    if buf._c_next != NULL:
+        (<SecureBuffer>buf._c_next)._c_prev = buf._c_prev
+    buf._c_prev = buf._c_next = NULL
+    _registry_count -= 1
+
+
+cdef void _wipe_registry() noexcept:
+    # Best effort by design: this runs on the way to abort().
+    cdef void *node = _registry_head
+    cdef SecureBuffer buf
+    while node != NULL:
+        buf = <SecureBuffer>node
+        if buf._state != SK_DESTROYED and buf._c_slot != NULL:
+            if _slot_protect(<Slot *>buf._c_slot, SK_READWRITE) == 0:
+                sodium.sodium_memzero(buf._c_data, buf._size)
+                _slot_protect(<Slot *>buf._c_slot, SK_NOACCESS)
+        node = buf._c_next
+
+
+def live_buffers():
+    """Number of secure buffers currently allocated in this process."""
+    return _registry_count
+
+
+def wipe_all():
+    """Destroy every live secure buffer in the process; return how many.
+
+    Every memoryview of them dies on its next touch (memguard's Purge).
+    """
+    cdef void *node = _registry_head
+    cdef SecureBuffer buf
+    cdef Py_ssize_t count = 0
+    while node != NULL:
+        buf = <SecureBuffer>node
+        node = buf._c_next
+        if buf._state != SK_DESTROYED:
+            buf.destroy()
+            count += 1
+    return count

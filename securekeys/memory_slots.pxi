@@ -1,0 +1,450 @@
+# Included by _memory.pyx: pages, chunks, slots and the pool.
+#
+# The slot allocator.
+#
+# A chunk is one mapping of `count` slots, each slot a run of data pages with
+# a guard page on each side; neighbours share guards:
+#
+#     [guard][slot 0 pages][guard][slot 1 pages][guard] ... [guard]
+#
+# The data of an allocation ends exactly at its slot's trailing guard page,
+# with a 16-byte canary right before it (checked on destroy).  The whole chunk
+# is madvise(MADV_DONTDUMP), MADV_WIPEONFORK (anonymous memory) or
+# MADV_DONTFORK (secretmem), and mlock2(MLOCK_ONFAULT)ed; if that lock fails
+# (RLIMIT_MEMLOCK), each slot is locked on its own when handed out, and its
+# `locked` flag says whether that worked.  Every call's result is checked.
+#
+# Slots come back to a per-size pool only when their owner object is
+# deallocated (no view can reach them), already wiped and PROT_NONE.  The pool
+# is bounded: above the bound a chunk whose slots are all free is unmapped.
+#
+# Considered and rejected, so that nobody tries them again: a permanently
+# writable alias mapping of the key pages (it saves the mprotect calls, but
+# every NOACCESS key would be readable at a second address), and memory
+# protection keys (pkeys: not on the CPUs we run on, and per-thread, while a
+# key's protection must hold for the whole process).
+
+cdef size_t _page_size = <size_t>sysconf(_SC_PAGESIZE)
+cdef enum:
+    _CANARY_SIZE = 16
+    _MAX_POOLED_PAGES = 513        # slots up to 2 MiB are pooled
+    _SLOTS_PER_SMALL_CHUNK = 64
+    _SLOTS_PER_SECRET_CHUNK = 8
+cdef unsigned char _canary[_CANARY_SIZE]
+
+cdef struct Chunk:
+    unsigned char *base
+    size_t length
+    size_t slot_pages
+    size_t count
+    size_t in_use
+    int backend
+    bint locked                    # the whole mapping is mlocked
+    Slot *slots
+    Ring *ring                     # KeyRing runs only
+    RingPage *pages                # KeyRing runs only
+    Chunk *prev
+    Chunk *next
+
+cdef struct Slot:
+    Chunk *chunk
+    unsigned char *start           # first data page
+    size_t length                  # data pages, in bytes
+    unsigned char *canary          # where the current allocation's canary is
+    bint locked
+    bint free
+    Slot *prev_free
+    Slot *next_free
+    RingPage *page                 # KeyRing slots only: the shared page
+    int level                      # KeyRing slots only: the protection this key wants
+
+# A KeyRing packs many small keys into shared pages: a run of pages between
+# two guard pages, each page holding as many [canary | key] slots as fit, the
+# last key ending at the page's end.  A page's protection is the highest any
+# of its live keys needs (the documented trade-off of density).
+cdef struct RingPage:
+    unsigned char *start
+    int counts[3]                  # live keys wanting NOACCESS, READONLY, READWRITE
+    int level                      # protection in force
+
+cdef struct Ring:
+    size_t key_size
+    size_t stride                  # canary + key
+    size_t per_page
+    size_t keys                    # keys taken and not yet wiped
+    int backend
+    bint closed                    # destroy()ed, or inherited through fork()
+    Slot *free
+    Ring *next
+
+cdef Chunk *_chunks = NULL
+cdef Slot *_pool[2][_MAX_POOLED_PAGES + 1]
+cdef size_t _pool_bytes = 0
+cdef size_t _pool_limit = 16 * 1024 * 1024
+cdef size_t _locked_bytes = 0
+cdef size_t _mapped_bytes = 0
+
+
+
+cdef inline int _prot(int level) noexcept nogil:
+    if level == SK_READWRITE:
+        return PROT_READ | PROT_WRITE
+    if level == SK_READONLY:
+        return PROT_READ
+    return PROT_NONE
+
+
+cdef bint _lockable_error(int err) noexcept nogil:
+    # What RLIMIT_MEMLOCK or a missing CAP_IPC_LOCK look like.
+    return err == ENOMEM or err == EAGAIN or err == EPERM
+
+
+cdef unsigned char *_map_guarded(size_t length, int backend, bint *locked) except NULL:
+    """Map `length` bytes PROT_NONE, never dumped, wiped or unmapped on fork,
+    and mlock2(MLOCK_ONFAULT)ed when RLIMIT_MEMLOCK allows (`locked`)."""
+    cdef void *base
+    cdef int fd = -1, err = 0
+    if backend == BACKEND_SECRETMEM:
+        fd = system.memfd_secret()
+        if fd < 0:
+            raise_errno("memfd_secret", errno)
+        if ftruncate(fd, length) != 0:
+            err = errno
+            close(fd)
+            raise_errno("ftruncate of secret memory", err)
+        base = mmap(NULL, length, PROT_NONE, MAP_SHARED, fd, 0)
+        err = errno
+        close(fd)
+    else:
+        base = mmap(NULL, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        err = errno
+    if base == MAP_FAILED:
+        if backend == BACKEND_SECRETMEM and err == EAGAIN:
+            # secretmem is always locked: past RLIMIT_MEMLOCK there is no
+            # unlocked fallback, whatever the lock policy.
+            raise LockError(f"cannot map {length} bytes of secret memory: RLIMIT_MEMLOCK "
+                            f"is exhausted (secretmem is always locked)")
+        raise_errno(f"cannot map {length} bytes of guarded memory", err)
+    try:
+        if madvise(base, length, MADV_DONTDUMP) != 0:
+            raise_errno("madvise(MADV_DONTDUMP)", errno)
+        # Keys must not survive fork(): anonymous pages read as zero in the
+        # child; secretmem cannot be wiped that way, so it is not inherited.
+        if madvise(base, length, MADV_WIPEONFORK if backend == BACKEND_SODIUM else MADV_DONTFORK) != 0:
+            raise_errno("madvise(MADV_WIPEONFORK/MADV_DONTFORK)", errno)
+        if backend == BACKEND_SECRETMEM:
+            # The kernel locks secretmem itself (VM_LOCKED, charged to
+            # RLIMIT_MEMLOCK by the mmap above, which fails past the limit).
+            locked[0] = True
+        else:
+            locked[0] = mlock2(base, length, MLOCK_ONFAULT) == 0
+            if not locked[0] and not _lockable_error(errno):
+                raise_errno("mlock2", errno)
+    except BaseException:
+        munmap(base, length)
+        raise
+    return <unsigned char *>base
+
+
+cdef Chunk *_new_chunk(size_t length, size_t slot_count, int backend) except NULL:
+    cdef bint locked = False
+    cdef unsigned char *base = _map_guarded(length, backend, &locked)
+    cdef Chunk *chunk = <Chunk *>calloc(1, sizeof(Chunk))
+    if chunk != NULL:
+        chunk.slots = <Slot *>calloc(slot_count, sizeof(Slot))
+    if chunk == NULL or chunk.slots == NULL:
+        free(chunk)
+        munmap(base, length)
+        raise MemoryError("cannot allocate guarded memory bookkeeping")
+    chunk.base = base
+    chunk.length = length
+    chunk.count = slot_count
+    chunk.backend = backend
+    chunk.locked = locked
+    _link_chunk(chunk)
+    return chunk
+
+
+cdef Chunk *_map_chunk(size_t slot_pages, size_t count, int backend) except NULL:
+    """A chunk of `count` slots of `slot_pages` pages, guards shared between them."""
+    cdef Chunk *chunk = _new_chunk((count * (slot_pages + 1) + 1) * _page_size, count, backend)
+    cdef size_t i
+    chunk.slot_pages = slot_pages
+    for i in range(count):
+        chunk.slots[i].chunk = chunk
+        chunk.slots[i].start = chunk.base + (1 + i * (slot_pages + 1)) * _page_size
+        chunk.slots[i].length = slot_pages * _page_size
+        chunk.slots[i].locked = chunk.locked
+    return chunk
+
+
+cdef void _link_chunk(Chunk *chunk) noexcept:
+    global _chunks, _mapped_bytes, _locked_bytes
+    chunk.next = _chunks
+    if _chunks != NULL:
+        _chunks.prev = chunk
+    _chunks = chunk
+    _mapped_bytes += chunk.length
+    if chunk.locked:
+        _locked_bytes += chunk.length
+
+
+cdef void _unmap_chunk(Chunk *chunk) noexcept:
+    global _chunks, _mapped_bytes, _locked_bytes
+    cdef size_t i
+    for i in range(chunk.count):
+        if chunk.slots[i].free:
+            _pool_remove(&chunk.slots[i])
+        if chunk.slots[i].locked and not chunk.locked:   # locked on its own
+            _locked_bytes -= chunk.slots[i].length
+    if chunk.pages != NULL:
+        free(chunk.pages)
+    if chunk.prev != NULL:
+        chunk.prev.next = chunk.next
+    else:
+        _chunks = chunk.next
+    if chunk.next != NULL:
+        chunk.next.prev = chunk.prev
+    _mapped_bytes -= chunk.length
+    if chunk.locked:
+        _locked_bytes -= chunk.length
+    if munmap(chunk.base, chunk.length) != 0:
+        _fatal_c(b"munmap of guarded memory failed")
+    free(chunk.slots)
+    free(chunk)
+
+
+cdef inline void _pool_push(Slot *slot) noexcept:
+    global _pool_bytes
+    cdef Slot **head = &_pool[slot.chunk.backend][slot.chunk.slot_pages]
+    slot.free = True
+    slot.prev_free = NULL
+    slot.next_free = head[0]
+    if head[0] != NULL:
+        head[0].prev_free = slot
+    head[0] = slot
+    _pool_bytes += slot.length
+
+
+cdef inline void _pool_remove(Slot *slot) noexcept:
+    global _pool_bytes
+    cdef Slot **head = &_pool[slot.chunk.backend][slot.chunk.slot_pages]
+    if slot.prev_free != NULL:
+        slot.prev_free.next_free = slot.next_free
+    else:
+        head[0] = slot.next_free
+    if slot.next_free != NULL:
+        slot.next_free.prev_free = slot.prev_free
+    slot.free = False
+    slot.prev_free = slot.next_free = NULL
+    _pool_bytes -= slot.length
+
+
+cdef Slot *_slot_take(size_t size, unsigned char **data) except NULL:
+    """A zero-filled READWRITE slot whose last `size` bytes are the data."""
+    global _locked_bytes
+    cdef size_t pages = (size + _CANARY_SIZE + _page_size - 1) // _page_size
+    cdef Slot *slot = NULL
+    cdef Chunk *chunk
+    cdef size_t i
+    if pages <= _MAX_POOLED_PAGES:
+        slot = _pool[_backend][pages]
+        if slot == NULL:
+            # secretmem is charged to RLIMIT_MEMLOCK whole at mmap: smaller chunks
+            chunk = _map_chunk(pages, max(1, (_SLOTS_PER_SMALL_CHUNK if _backend == BACKEND_SODIUM
+                                              else _SLOTS_PER_SECRET_CHUNK) // pages), _backend)
+            for i in reversed(range(chunk.count)):
+                _pool_push(&chunk.slots[i])
+            slot = _pool[_backend][pages]
+        _pool_remove(slot)
+    else:
+        slot = &_map_chunk(pages, 1, _backend).slots[0]
+    slot.chunk.in_use += 1
+    try:
+        if not slot.locked:
+            # The chunk could not be locked whole: lock this slot alone.
+            if mlock2(slot.start, slot.length, MLOCK_ONFAULT) == 0:
+                slot.locked = True
+                _locked_bytes += slot.length
+            elif not _lockable_error(errno):
+                raise_errno("mlock2", errno)
+        _apply_lock_policy(slot.locked)
+        if mprotect(slot.start, slot.length, PROT_READ | PROT_WRITE) != 0:
+            raise_errno("mprotect", errno)
+    except BaseException:
+        _slot_give_back(slot)
+        raise
+    data[0] = slot.start + slot.length - size
+    slot.canary = data[0] - _CANARY_SIZE
+    memcpy(slot.canary, _canary, _CANARY_SIZE)
+    return slot
+
+
+cdef inline int _slot_protect(Slot *slot, int level) noexcept nogil:
+    if slot.page != NULL:
+        return _ring_page_change(slot, level)
+    return mprotect(slot.start, slot.length, _prot(level))
+
+
+cdef void _slot_wipe(Slot *slot, unsigned char *data, size_t size, int current) noexcept:
+    """Check the canary, zero canary and data, leave the slot PROT_NONE.
+    `current` is the protection in force (one mprotect saved when READWRITE)."""
+    if slot.page != NULL:
+        _ring_wipe(slot, data, size)
+        return
+    if current != SK_READWRITE and mprotect(slot.start, slot.length, PROT_READ | PROT_WRITE) != 0:
+        _fatal_c(b"cannot make a secure buffer writable to wipe it")
+    if sodium.sodium_memcmp(slot.canary, _canary, _CANARY_SIZE) != 0:
+        _fatal_c(b"the canary before a secure buffer was overwritten "
+                 b"(a write ran past the start of the buffer)")
+    sodium.sodium_memzero(slot.canary, _CANARY_SIZE + size)
+    if mprotect(slot.start, slot.length, PROT_NONE) != 0:
+        _fatal_c(b"cannot make a wiped secure buffer inaccessible")
+
+
+cdef void _slot_give_back(Slot *slot) noexcept:
+    """Return a wiped PROT_NONE slot whose owner is gone to the pool."""
+    if slot.page != NULL:
+        _ring_give_back(slot)
+        return
+    cdef Chunk *chunk = slot.chunk
+    chunk.in_use -= 1
+    if chunk.slot_pages > _MAX_POOLED_PAGES:
+        _unmap_chunk(chunk)
+        return
+    _pool_push(slot)
+    if _pool_bytes > _pool_limit and chunk.in_use == 0:
+        _unmap_chunk(chunk)
+
+
+cdef void _pool_trim() noexcept:
+    # Unmap wholly free chunks until the pool is within its bound.
+    cdef Chunk *chunk = _chunks
+    cdef Chunk *next_chunk
+    while chunk != NULL and _pool_bytes > _pool_limit:
+        next_chunk = chunk.next
+        if chunk.ring == NULL and chunk.in_use == 0:
+            _unmap_chunk(chunk)
+        chunk = next_chunk
+
+
+# ---------------------------------------------------------------------------
+# KeyRing runs: slots that share pages.
+
+cdef enum:
+    _RING_RUN_PAGES = 64
+
+cdef Ring *_rings = NULL
+
+
+cdef inline int _ring_target(RingPage *page) noexcept nogil:
+    if page.counts[SK_READWRITE] > 0:
+        return SK_READWRITE
+    if page.counts[SK_READONLY] > 0:
+        return SK_READONLY
+    return SK_NOACCESS
+
+
+cdef int _ring_page_set(RingPage *page, int level) noexcept nogil:
+    if level != page.level:
+        if mprotect(page.start, _page_size, _prot(level)) != 0:
+            return -1
+        page.level = level
+    return 0
+
+
+cdef int _ring_page_change(Slot *slot, int level) noexcept nogil:
+    cdef RingPage *page = slot.page
+    cdef int old = slot.level
+    page.counts[old] -= 1
+    page.counts[level] += 1
+    if _ring_page_set(page, _ring_target(page)) != 0:
+        page.counts[level] -= 1
+        page.counts[old] += 1
+        return -1
+    slot.level = level
+    return 0
+
+
+cdef int _ring_grow(Ring *ring) except -1:
+    cdef Chunk *chunk = _new_chunk((_RING_RUN_PAGES + 2) * _page_size,
+                                   _RING_RUN_PAGES * ring.per_page, ring.backend)
+    cdef size_t p, k
+    cdef Slot *slot
+    cdef RingPage *page
+    chunk.ring = ring
+    chunk.pages = <RingPage *>calloc(_RING_RUN_PAGES, sizeof(RingPage))
+    if chunk.pages == NULL:
+        _unmap_chunk(chunk)
+        raise MemoryError("cannot allocate KeyRing bookkeeping")
+    for p in range(_RING_RUN_PAGES):
+        page = &chunk.pages[p]
+        page.start = chunk.base + (1 + p) * _page_size
+        page.level = SK_NOACCESS
+        for k in range(ring.per_page):
+            slot = &chunk.slots[p * ring.per_page + k]
+            slot.chunk = chunk
+            slot.page = page
+            slot.start = page.start
+            slot.length = _page_size
+            slot.locked = chunk.locked
+            slot.canary = page.start + _page_size - (ring.per_page - k) * ring.stride
+    for k in reversed(range(chunk.count)):
+        chunk.slots[k].next_free = ring.free
+        ring.free = &chunk.slots[k]
+    return 0
+
+
+cdef Slot *_ring_take(Ring *ring, size_t size, unsigned char **data) except NULL:
+    """A READWRITE key slot of `size` bytes from `ring` (zero-filled)."""
+    cdef Slot *slot
+    if ring.closed:
+        raise ValueError("this KeyRing was destroyed (or inherited through fork())")
+    if size != ring.key_size:
+        raise ValueError(f"this KeyRing holds {ring.key_size}-byte keys, not {size}")
+    if ring.free == NULL:
+        _ring_grow(ring)
+    slot = ring.free
+    _apply_lock_policy(slot.locked)
+    slot.level = SK_READWRITE
+    slot.page.counts[SK_READWRITE] += 1
+    if _ring_page_set(slot.page, SK_READWRITE) != 0:
+        slot.page.counts[SK_READWRITE] -= 1
+        raise_errno("mprotect", errno)
+    ring.free = slot.next_free
+    slot.next_free = NULL
+    memcpy(slot.canary, _canary, _CANARY_SIZE)
+    data[0] = slot.canary + _CANARY_SIZE
+    ring.keys += 1
+    return slot
+
+
+cdef void _ring_wipe(Slot *slot, unsigned char *data, size_t size) noexcept:
+    cdef RingPage *page = slot.page
+    if _ring_page_set(page, SK_READWRITE) != 0:
+        _fatal_c(b"cannot make a KeyRing page writable to wipe a key")
+    if sodium.sodium_memcmp(slot.canary, _canary, _CANARY_SIZE) != 0:
+        _fatal_c(b"the canary before a KeyRing key was overwritten "
+                 b"(a write ran past the end of its neighbour)")
+    sodium.sodium_memzero(slot.canary, _CANARY_SIZE + size)
+    page.counts[slot.level] -= 1
+    slot.level = SK_NOACCESS
+    slot.chunk.ring.keys -= 1
+    if _ring_page_set(page, _ring_target(page)) != 0:
+        _fatal_c(b"cannot restore the protection of a KeyRing page")
+
+
+cdef void _ring_give_back(Slot *slot) noexcept:
+    cdef Ring *ring = slot.chunk.ring
+    slot.next_free = ring.free
+    ring.free = slot
+
+
+cdef void _forget_rings() noexcept:
+    # In a forked child: the parent's ring pages are sealed and forgotten.
+    cdef Ring *ring = _rings
+    while ring != NULL:
+        ring.closed = True
+        ring.free = NULL
+        ring.keys = 0
+        ring = ring.next
