@@ -15,11 +15,13 @@ import enum
 import os
 import warnings
 
+cimport cython
 from cpython.buffer cimport PyBuffer_FillInfo, PyBUF_WRITABLE
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.object cimport PyObject_AsFileDescriptor
 from libc.errno cimport errno, EINTR, EAGAIN, ENOMEM, EPERM
 from libc.stdint cimport uintptr_t
+from libc.signal cimport signal, SIGPIPE, SIG_IGN
 from libc.stdlib cimport abort, calloc, free
 from libc.string cimport strlen, memcpy, strerror
 from posix.mman cimport (
@@ -27,7 +29,7 @@ from posix.mman cimport (
     MAP_ANONYMOUS, PROT_NONE, PROT_READ, PROT_WRITE, MLOCK_ONFAULT,
     MADV_DONTDUMP, MADV_WIPEONFORK, MADV_DONTFORK,
 )
-from posix.unistd cimport write, close, ftruncate, sysconf, _SC_PAGESIZE
+from posix.unistd cimport write, close, ftruncate, pause, sysconf, _SC_PAGESIZE
 
 from securekeys._checks cimport raise_errno
 from securekeys._fdio cimport read_retrying
@@ -37,7 +39,7 @@ from securekeys.errors import LockError, SecurityWarning
 
 # The layers, bottom up.  Each file calls only the files above it, with one
 # exception by design: the fatal path, which every layer may call, wipes
-# every live buffer through the registry below it.
+# every chunk through the allocator below it (_wipe_all_chunks).
 include "memory_fatal.pxi"       # one line on stderr, wipe every live buffer, abort
 include "memory_policy.pxi"      # lock policy and backend (anonymous / secretmem)
 include "memory_slots.pxi"       # guarded pages, chunks, slots, the pool, KeyRing runs
@@ -56,6 +58,7 @@ if sodium.sodium_init() < 0:
 if sodium.sodium_set_misuse_handler(_on_sodium_misuse) != 0:
     raise ImportError("securekeys: cannot install libsodium's misuse handler")
 sodium.randombytes_buf(_canary, _CANARY_SIZE)
+_take_spares()
 if os.environ.get("SECUREKEYS_BACKEND"):
     set_backend(os.environ["SECUREKEYS_BACKEND"])
 

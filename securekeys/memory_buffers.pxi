@@ -61,6 +61,13 @@ cdef int _set_base(SecureBuffer buf, int level) except -1:
     return 0
 
 
+# no_gc_clear: the collector must never clear `_owner`.  A KeyRing key in a
+# reference cycle would otherwise lose its ring first, the ring would unmap
+# its pages, and the key's __dealloc__ would wipe through freed bookkeeping.
+# Holding the ring to the end is what keeps the key's memory alive as long as
+# the key; a SecureBuffer itself never closes a cycle (its only reference is
+# to a KeyRing, which holds none).
+@cython.no_gc_clear
 cdef class SecureBuffer:
     """A fixed-size buffer in guarded, locked, never-dumped memory.
 
@@ -254,9 +261,19 @@ cdef class SecureBuffer:
         pass
 
     def __eq__(self, other):
-        """Constant-time comparison of two secure buffers of equal length."""
+        """Constant-time comparison with another secure buffer.
+
+        Anything else raises TypeError: an answer would come from an ordinary,
+        early-exit comparison (or be a silent False for bytes).  Note that with
+        a bytes-like object on the left (``bytearray(guess) == key``) Python
+        asks that object first, and it compares through the buffer protocol,
+        not in constant time: use hmac.compare_digest on a borrowed view.
+        """
         if not isinstance(other, SecureBuffer):
-            return NotImplemented
+            raise TypeError(
+                f"a {type(self).__name__} compares only with another secure buffer, not "
+                f"{type(other).__name__}: use hmac.compare_digest(view, other) on a view "
+                f"from `with key.reading() as view:` (constant time)")
         cdef SecureBuffer that = <SecureBuffer>other
         if self._size != that._size:
             return False
@@ -274,8 +291,7 @@ cdef class SecureBuffer:
         return rc == 0
 
     def __ne__(self, other):
-        result = self.__eq__(other)
-        return result if result is NotImplemented else not result
+        return not self.__eq__(other)
 
     def __hash__(self):
         raise TypeError(f"{type(self).__name__} is not hashable")

@@ -1,35 +1,76 @@
 # Included by _memory.pyx: the fatal path.
 #
-# Misuse of a key ends the process: this is the one place
-# where that happens for everything the library can see from Python.
+# Misuse of a key ends the process, always through _fatal_c(): the library's
+# own checks (_fatal), libsodium's misuse handler, and a fault the MMU raises
+# on guarded memory (memory_faults.pxi).  The order is what makes it safe:
+#   1. wipe every live secret (memguard's SafePanic), with a wipe that cannot
+#      fail (_wipe_all_chunks, in memory_slots.pxi);
+#   2. say why in one line, without ever blocking: a full pipe or a paused
+#      terminal on stderr must not keep the process alive, nor SIGPIPE kill it
+#      before the abort;
+#   3. abort().
+# Everything here is async-signal-safe and runs without the GIL, because the
+# fault handler runs it.
 
-cdef void _write_stderr(const char *text) noexcept nogil:
-    cdef size_t left = strlen(text)
-    cdef ssize_t n
-    while left > 0:
-        n = write(2, text, left)
-        if n <= 0:
-            if n < 0 and errno == EINTR:
+cdef extern from "stdatomic.h" nogil:
+    # Set once, by the first thread on its way out.
+    ctypedef int atomic_int "atomic_int"
+    int atomic_exchange(atomic_int *obj, int desired)
+
+cdef atomic_int _dying = 0
+
+cdef enum:
+    _FATAL_LINE_MAX = 512
+
+
+cdef void _say_one_line(const char *what) noexcept nogil:
+    # `securekeys: fatal: <what>\n`, control characters shown as '?' so that
+    # it stays one line whatever `what` holds (a class name can hold "\n").
+    cdef char line[_FATAL_LINE_MAX]
+    cdef const char *prefix = b"securekeys: fatal: "
+    cdef size_t n = strlen(prefix)
+    cdef size_t sent = 0
+    cdef ssize_t wrote
+    cdef unsigned char c
+    cdef system.pollfd stderr_fd
+    memcpy(line, prefix, n)
+    while what[0] != 0 and n < _FATAL_LINE_MAX - 1:
+        c = <unsigned char>what[0]
+        line[n] = b'?' if c < 0x20 or c == 0x7f else <char>c
+        n += 1
+        what += 1
+    line[n] = b'\n'
+    n += 1
+    signal(SIGPIPE, SIG_IGN)    # a closed stderr is EPIPE, not death by SIGPIPE
+    stderr_fd.fd = 2
+    stderr_fd.events = system.POLLOUT
+    while sent < n:
+        # Only ever write what stderr can take now (a pipe with room for one
+        # line takes it whole: it is shorter than PIPE_BUF).
+        if system.poll(&stderr_fd, 1, 0) != 1 or not (stderr_fd.revents & system.POLLOUT):
+            return
+        wrote = write(2, line + sent, n - sent)
+        if wrote <= 0:
+            if wrote < 0 and errno == EINTR:
                 continue
             return
-        text += n
-        left -= <size_t>n
+        sent += <size_t>wrote
 
 
-cdef void _fatal_c(const char *what) noexcept:
-    # Say why, then wipe every other live secret before dying (memguard's
-    # SafePanic): an abort may leave a core file or a debugger attached.
-    _write_stderr(b"securekeys: fatal: ")
-    _write_stderr(what)
-    _write_stderr(b"\n")
-    _wipe_registry()
+cdef void _fatal_c(const char *what) noexcept nogil:
+    if atomic_exchange(&_dying, 1) != 0:
+        # Another thread is already on its way out: wait for its abort().
+        while True:
+            pause()
+    _wipe_all_chunks()
+    _say_one_line(what)
     abort()
 
 
 def _fatal(str what):
-    """Write `securekeys: fatal: <what>` to stderr, wipe all keys and abort."""
+    """Wipe all keys, write `securekeys: fatal: <what>` to stderr and abort."""
     _fatal_c(what.encode("utf-8", "replace"))
 
 
-cdef void _on_sodium_misuse() noexcept with gil:
+cdef void _on_sodium_misuse() noexcept nogil:
     _fatal_c(b"libsodium reported misuse of its API")

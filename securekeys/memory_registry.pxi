@@ -2,7 +2,8 @@
 #
 # Registry of live buffers: an intrusive doubly linked list of borrowed
 # references, linked in __cinit__ and unlinked in __dealloc__ (both under the
-# GIL).  Cheap (no weakrefs), and lets the fatal path find every secret.
+# GIL).  Cheap (no weakrefs); wipe_all(), the fork hook, KeyRing.destroy() and
+# report() walk it.
 
 cdef void *_registry_head = NULL
 cdef Py_ssize_t _registry_count = 0
@@ -30,19 +31,6 @@ cdef inline void _unregister(SecureBuffer buf) noexcept:
         (<SecureBuffer>buf._c_next)._c_prev = buf._c_prev
     buf._c_prev = buf._c_next = NULL
     _registry_count -= 1
-
-
-cdef void _wipe_registry() noexcept:
-    # Best effort by design: this runs on the way to abort().
-    cdef void *node = _registry_head
-    cdef SecureBuffer buf
-    while node != NULL:
-        buf = <SecureBuffer>node
-        if buf._state != SK_DESTROYED and buf._c_slot != NULL:
-            if _slot_protect(<Slot *>buf._c_slot, SK_READWRITE) == 0:
-                sodium.sodium_memzero(buf._c_data, buf._size)
-                _slot_protect(<Slot *>buf._c_slot, SK_NOACCESS)
-        node = buf._c_next
 
 
 def live_buffers():

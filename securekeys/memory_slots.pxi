@@ -56,7 +56,8 @@ cdef struct Slot:
     Slot *prev_free
     Slot *next_free
     RingPage *page                 # KeyRing slots only: the shared page
-    int level                      # KeyRing slots only: the protection this key wants
+    int level                      # the protection in force (KeyRing: the one this key wants)
+    bint wiped                     # destroyed: wiped, its owner not yet gone
 
 # A KeyRing packs many small keys into shared pages: a run of pages between
 # two guard pages, each page holding as many [canary | key] slots as fit, the
@@ -97,6 +98,77 @@ cdef inline int _prot(int level) noexcept nogil:
 cdef bint _lockable_error(int err) noexcept nogil:
     # What RLIMIT_MEMLOCK or a missing CAP_IPC_LOCK look like.
     return err == ENOMEM or err == EAGAIN or err == EPERM
+
+
+# Spare mappings, held back so that a wipe never fails for want of one.
+# Changing the protection of the middle of a mapping splits it twice, and
+# each split needs the count below vm.max_map_count, which mmap() lets reach
+# one above it: three spares take a process at the limit back to where both
+# splits succeed.  destroy() and the fatal path must succeed there all the
+# same: a wipe that hits the limit unmaps the spares and tries again; they
+# are mapped again after the wipe.  Each is a one-page MAP_SHARED anonymous
+# mapping, which never merges with a neighbour, so unmapping one always frees
+# exactly one mapping.
+cdef enum:
+    _SPARES = 3
+cdef void *_spares[_SPARES]
+
+
+cdef void _take_spares() noexcept nogil:
+    cdef int i
+    cdef void *page
+    for i in range(_SPARES):
+        if _spares[i] == NULL:
+            page = mmap(NULL, _page_size, PROT_NONE, MAP_SHARED | MAP_ANONYMOUS, -1, 0)
+            if page != MAP_FAILED:
+                _spares[i] = page
+
+
+cdef bint _give_back_spares() noexcept nogil:
+    cdef int i
+    cdef bint released = False
+    for i in range(_SPARES):
+        if _spares[i] != NULL:
+            released = munmap(_spares[i], _page_size) == 0 or released
+            _spares[i] = NULL
+    return released
+
+
+cdef int _protect_to_wipe(void *start, size_t length, int prot) noexcept nogil:
+    """mprotect() for a wipe: at the mapping limit, with the spares given back."""
+    if mprotect(start, length, prot) == 0:
+        return 0
+    if errno != ENOMEM or not _give_back_spares():
+        return -1
+    return mprotect(start, length, prot)
+
+
+cdef void _wipe_all_chunks() noexcept nogil:
+    # The fatal path's wipe, which cannot fail and needs neither the GIL nor
+    # any Python object: every slot and KeyRing page that holds a live key is
+    # zeroed in place; a chunk that cannot be made writable even with the
+    # spares is unmapped whole (unmapping a whole mapping never splits one),
+    # which takes its secrets out of the process as surely.
+    cdef Chunk *chunk = _chunks
+    cdef RingPage *page
+    cdef Slot *slot
+    cdef size_t i
+    while chunk != NULL:
+        if _protect_to_wipe(chunk.base, chunk.length, PROT_READ | PROT_WRITE) != 0:
+            munmap(chunk.base, chunk.length)
+        else:
+            if chunk.pages != NULL:
+                for i in range(_RING_RUN_PAGES):
+                    page = &chunk.pages[i]
+                    if page.counts[SK_NOACCESS] + page.counts[SK_READONLY] + page.counts[SK_READWRITE] > 0:
+                        sodium.sodium_memzero(page.start, _page_size)
+            else:
+                for i in range(chunk.count):
+                    slot = &chunk.slots[i]
+                    if not slot.free and not slot.wiped:
+                        sodium.sodium_memzero(slot.start, slot.length)
+            mprotect(chunk.base, chunk.length, PROT_NONE)
+        chunk = chunk.next
 
 
 cdef unsigned char *_map_guarded(size_t length, int backend, bint *locked) except NULL:
@@ -260,6 +332,7 @@ cdef Slot *_slot_take(size_t size, unsigned char **data) except NULL:
     else:
         slot = &_map_chunk(pages, 1, _backend).slots[0]
     slot.chunk.in_use += 1
+    slot.wiped = False
     try:
         if not slot.locked:
             # The chunk could not be locked whole: lock this slot alone.
@@ -271,6 +344,7 @@ cdef Slot *_slot_take(size_t size, unsigned char **data) except NULL:
         _apply_lock_policy(slot.locked)
         if mprotect(slot.start, slot.length, PROT_READ | PROT_WRITE) != 0:
             raise_errno("mprotect", errno)
+        slot.level = SK_READWRITE
     except BaseException:
         _slot_give_back(slot)
         raise
@@ -283,7 +357,10 @@ cdef Slot *_slot_take(size_t size, unsigned char **data) except NULL:
 cdef inline int _slot_protect(Slot *slot, int level) noexcept nogil:
     if slot.page != NULL:
         return _ring_page_change(slot, level)
-    return mprotect(slot.start, slot.length, _prot(level))
+    if mprotect(slot.start, slot.length, _prot(level)) != 0:
+        return -1
+    slot.level = level
+    return 0
 
 
 cdef void _slot_wipe(Slot *slot, unsigned char *data, size_t size, int current) noexcept:
@@ -292,14 +369,17 @@ cdef void _slot_wipe(Slot *slot, unsigned char *data, size_t size, int current) 
     if slot.page != NULL:
         _ring_wipe(slot, data, size)
         return
-    if current != SK_READWRITE and mprotect(slot.start, slot.length, PROT_READ | PROT_WRITE) != 0:
+    if current != SK_READWRITE and _protect_to_wipe(slot.start, slot.length, PROT_READ | PROT_WRITE) != 0:
         _fatal_c(b"cannot make a secure buffer writable to wipe it")
     if sodium.sodium_memcmp(slot.canary, _canary, _CANARY_SIZE) != 0:
         _fatal_c(b"the canary before a secure buffer was overwritten "
                  b"(a write ran past the start of the buffer)")
     sodium.sodium_memzero(slot.canary, _CANARY_SIZE + size)
-    if mprotect(slot.start, slot.length, PROT_NONE) != 0:
+    slot.wiped = True
+    if _protect_to_wipe(slot.start, slot.length, PROT_NONE) != 0:
         _fatal_c(b"cannot make a wiped secure buffer inaccessible")
+    slot.level = SK_NOACCESS
+    _take_spares()
 
 
 cdef void _slot_give_back(Slot *slot) noexcept:
@@ -345,9 +425,15 @@ cdef inline int _ring_target(RingPage *page) noexcept nogil:
     return SK_NOACCESS
 
 
-cdef int _ring_page_set(RingPage *page, int level) noexcept nogil:
+cdef int _ring_page_set(RingPage *page, int level, bint wiping) noexcept nogil:
+    # `wiping`: a wipe may use the spare mappings (see _protect_to_wipe).
+    cdef int rc
     if level != page.level:
-        if mprotect(page.start, _page_size, _prot(level)) != 0:
+        if wiping:
+            rc = _protect_to_wipe(page.start, _page_size, _prot(level))
+        else:
+            rc = mprotect(page.start, _page_size, _prot(level))
+        if rc != 0:
             return -1
         page.level = level
     return 0
@@ -358,7 +444,7 @@ cdef int _ring_page_change(Slot *slot, int level) noexcept nogil:
     cdef int old = slot.level
     page.counts[old] -= 1
     page.counts[level] += 1
-    if _ring_page_set(page, _ring_target(page)) != 0:
+    if _ring_page_set(page, _ring_target(page), False) != 0:
         page.counts[level] -= 1
         page.counts[old] += 1
         return -1
@@ -408,11 +494,12 @@ cdef Slot *_ring_take(Ring *ring, size_t size, unsigned char **data) except NULL
     _apply_lock_policy(slot.locked)
     slot.level = SK_READWRITE
     slot.page.counts[SK_READWRITE] += 1
-    if _ring_page_set(slot.page, SK_READWRITE) != 0:
+    if _ring_page_set(slot.page, SK_READWRITE, False) != 0:
         slot.page.counts[SK_READWRITE] -= 1
         raise_errno("mprotect", errno)
     ring.free = slot.next_free
     slot.next_free = NULL
+    slot.wiped = False
     memcpy(slot.canary, _canary, _CANARY_SIZE)
     data[0] = slot.canary + _CANARY_SIZE
     ring.keys += 1
@@ -421,7 +508,7 @@ cdef Slot *_ring_take(Ring *ring, size_t size, unsigned char **data) except NULL
 
 cdef void _ring_wipe(Slot *slot, unsigned char *data, size_t size) noexcept:
     cdef RingPage *page = slot.page
-    if _ring_page_set(page, SK_READWRITE) != 0:
+    if _ring_page_set(page, SK_READWRITE, True) != 0:
         _fatal_c(b"cannot make a KeyRing page writable to wipe a key")
     if sodium.sodium_memcmp(slot.canary, _canary, _CANARY_SIZE) != 0:
         _fatal_c(b"the canary before a KeyRing key was overwritten "
@@ -429,9 +516,11 @@ cdef void _ring_wipe(Slot *slot, unsigned char *data, size_t size) noexcept:
     sodium.sodium_memzero(slot.canary, _CANARY_SIZE + size)
     page.counts[slot.level] -= 1
     slot.level = SK_NOACCESS
+    slot.wiped = True
     slot.chunk.ring.keys -= 1
-    if _ring_page_set(page, _ring_target(page)) != 0:
+    if _ring_page_set(page, _ring_target(page), True) != 0:
         _fatal_c(b"cannot restore the protection of a KeyRing page")
+    _take_spares()
 
 
 cdef void _ring_give_back(Slot *slot) noexcept:

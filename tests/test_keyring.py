@@ -198,3 +198,33 @@ key.destroy()
 memoryview(key)
 print('REACHED')
 """, signal.SIGABRT, "destroyed")
+
+
+@pytest.mark.parametrize("size", [32, 1000])
+@pytest.mark.parametrize("when", ["collector", "exit"])
+def test_ring_key_in_a_reference_cycle_outlives_nothing_it_needs(size: int, when: str) -> None:
+    # The collector clears a cycle in an order of its choosing: it must never
+    # take the ring (and its pages) away from a key that is still to be wiped.
+    # 1000-byte keys share no page, so the page is NOACCESS when the key goes.
+    from conftest import run_python
+    result = run_python(f"""
+import gc
+import securekeys
+from securekeys._memory import live_buffers
+ring = securekeys.KeyRing({size})
+holder = {{"key": ring.create_key()}}
+holder["self"] = holder
+holder["key"].noaccess()
+other = create = ring.create_key()
+other_ring = securekeys.KeyRing({size})
+pair = [other_ring.create_key()]
+pair.append(pair)
+del ring, holder, other, create, other_ring, pair
+if {when == "collector"!r}:
+    gc.collect()
+    print("LIVE", live_buffers())
+""")
+    assert result.returncode == 0, result
+    assert result.stderr == b"", result
+    if when == "collector":
+        assert result.stdout == b"LIVE 0\n", result

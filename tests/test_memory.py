@@ -237,7 +237,18 @@ def test_equality_is_by_content_and_needs_no_access() -> None:
     assert a != b
     assert a.state is b.state is Protection.NOACCESS
     assert SecureBuffer(8) != SecureBuffer(9)
-    assert (a == b"\x00" * 8) is False   # never compared with plain bytes
+
+
+@pytest.mark.parametrize("other", [b"\x00" * 8, bytearray(8), memoryview(bytes(8)), "x" * 8, None, 0])
+def test_comparing_with_anything_but_a_secure_buffer_is_a_type_error(other: object) -> None:
+    # An answer would come from an ordinary early-exit comparison, or be a
+    # silent False for bytes: both mislead.  The message names the right tool.
+    key = SecureBuffer(8)
+    with pytest.raises(TypeError, match="compare_digest"):
+        key == other   # noqa: B015
+    with pytest.raises(TypeError, match="compare_digest"):
+        key != other   # noqa: B015
+    assert key.state is Protection.READWRITE
 
 
 def test_not_hashable_picklable_or_copyable() -> None:

@@ -1,4 +1,5 @@
-# Linux declarations that Cython's own libc/posix .pxd files lack.
+# Linux declarations that Cython's own libc/posix .pxd files lack
+# (prctl, memfd_secret, poll, pthread_atfork, MAP_FIXED_NOREPLACE).
 #
 # Plain declarations without `except` clauses, like sodium.pxd: the caller
 # checks every return code.  Cimport as a namespace:
@@ -25,3 +26,21 @@ cdef extern from *:
     }
     """
     int memfd_secret "securekeys_memfd_secret" () nogil
+
+cdef extern from "poll.h" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    enum: POLLOUT
+    int poll(pollfd *fds, unsigned long nfds, int timeout)
+
+cdef extern from "pthread.h" nogil:
+    # Handlers run inside fork() itself, whoever calls it (os.fork, a C
+    # extension, ctypes): the one hook no fork can bypass.
+    int pthread_atfork(void (*prepare)() noexcept nogil, void (*parent)() noexcept nogil,
+                       void (*child)() noexcept nogil)
+
+cdef extern from "sys/mman.h" nogil:
+    # Linux 4.17: map at exactly this address, or fail rather than replace.
+    enum: MAP_FIXED_NOREPLACE

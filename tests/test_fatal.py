@@ -1,0 +1,163 @@
+"""The fatal path under hostile conditions: it wipes first, never blocks, says one line.
+
+Each case runs in a fresh interpreter; a C-level SIGABRT handler installed by
+the dying child runs after the fatal path (abort() is its last act) and
+reports, through stdout, whether another live key was wiped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import run_python
+
+# A child prelude: `report_on_abort(key)` arranges for the SIGABRT handler to
+# read the key's bytes through /proc/self/mem (which reads PROT_NONE pages
+# too) and print WIPED, GONE (unmapped) or NOT WIPED.
+REPORT_ON_ABORT = """
+import ctypes, os, signal
+import securekeys
+from securekeys import SecureBuffer, create_key
+
+def report_on_abort(key):
+    address, size = key._data_address(), key.size
+    mem = os.open("/proc/self/mem", os.O_RDONLY)
+    handler_type = ctypes.CFUNCTYPE(None, ctypes.c_int)
+    @handler_type
+    def on_abort(signum):
+        try:
+            data = os.pread(mem, size, address)
+            verdict = b"WIPED" if data == bytes(size) else b"NOT WIPED"
+        except OSError:
+            verdict = b"GONE"
+        os.write(1, verdict)
+    ctypes.CDLL(None).signal(signal.SIGABRT, on_abort)
+    report_on_abort.keep = on_abort
+"""
+
+
+def run_child(code: str, **popen: object) -> subprocess.Popen[bytes]:
+    def no_core() -> None:
+        import resource
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(REPORT_ON_ABORT + code)],
+                            stdout=subprocess.PIPE, preexec_fn=no_core, **popen)  # type: ignore[call-overload]
+
+
+def test_a_full_stderr_pipe_does_not_keep_the_keys_alive() -> None:
+    # Nobody reads stderr and it is full: the child must still wipe and die.
+    child = run_child("""
+key = create_key(32)
+report_on_abort(key)
+filler = os.open("/proc/self/fd/2", os.O_WRONLY | os.O_NONBLOCK)   # a description of its own
+try:
+    while True:
+        os.write(filler, b"x" * 4096)
+except BlockingIOError:
+    pass
+victim = create_key(8)
+victim.destroy()
+victim.readonly()
+""", stderr=subprocess.PIPE)
+    assert child.stdout is not None
+    try:
+        child.wait(timeout=30)     # blocked on stderr forever = a timeout here
+    finally:
+        child.kill()
+        child.wait()
+    stdout = child.stdout.read()
+    assert child.returncode == -signal.SIGABRT
+    assert stdout == b"WIPED"
+
+
+def test_a_closed_stderr_with_sigpipe_at_its_default_still_wipes_and_aborts() -> None:
+    child = run_child("""
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+key = create_key(32)
+report_on_abort(key)
+os.read(0, 1)                       # the parent has closed our stderr's reader
+victim = create_key(8)
+victim.destroy()
+victim.readonly()
+""", stderr=subprocess.PIPE, stdin=subprocess.PIPE)
+    assert child.stderr is not None and child.stdin is not None and child.stdout is not None
+    child.stderr.close()
+    child.stdin.write(b"g")
+    child.stdin.close()
+    stdout = child.stdout.read()
+    child.wait(timeout=30)
+    assert child.returncode == -signal.SIGABRT
+    assert stdout == b"WIPED"
+
+
+def test_the_fatal_message_is_one_line_whatever_the_class_name_holds() -> None:
+    result = run_python("""
+from securekeys import SecureBuffer
+Evil = type("Evil\\nsecurekeys: fatal: nothing to see\\r", (SecureBuffer,), {})
+buf = Evil(8)
+buf.destroy()
+buf.readonly()
+""")
+    assert result.returncode == -signal.SIGABRT
+    assert result.stderr.count(b"\n") == 1 and result.stderr.endswith(b"\n"), result.stderr
+    assert result.stderr.startswith(b"securekeys: fatal: readonly() on a destroyed Evil?"), result.stderr
+    assert b"\r" not in result.stderr
+
+
+# Fill the process's mapping count (vm.max_map_count) with one-page mappings
+# of alternating protection, so that none merges with its neighbour.  Python
+# itself may unmap an arena at any moment, so fill() is called again right
+# before the operation under test.
+FILL_MAPPINGS = """
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+def fill():
+    filled = 0
+    while libc.mmap(None, 4096, filled % 2, 0x22, -1, 0) not in (None, 2**64 - 1):
+        filled += 1
+    return filled
+assert fill() > 1000
+"""
+
+
+# Three READONLY KeyRing pages (two 2000-byte keys each) merge into one
+# mapping; wiping a key on the middle page must split it twice.
+MIDDLE_PAGE_KEY = """
+ring = securekeys.KeyRing(2000)
+keys = [ring.create_key() for _ in range(6)]
+address, size = keys[2]._data_address(), keys[2].size
+mem = os.open("/proc/self/mem", os.O_RDONLY)
+"""
+
+
+@pytest.mark.parametrize("how", ["destroy", "collect"])
+def test_destroy_at_the_mapping_limit_wipes_and_does_not_abort(how: str) -> None:
+    result = run_python(REPORT_ON_ABORT + MIDDLE_PAGE_KEY + FILL_MAPPINGS + f"""
+fill()
+if {how == "destroy"!r}:
+    keys[2].destroy()
+else:
+    del keys[2]
+print("WIPED" if os.pread(mem, size, address) == bytes(size) else "NOT WIPED")
+""")
+    assert result.returncode == 0, result
+    assert result.stdout == b"WIPED\n", result
+
+
+def test_the_fatal_path_wipes_at_the_mapping_limit() -> None:
+    result = run_python(REPORT_ON_ABORT + MIDDLE_PAGE_KEY + """
+report_on_abort(keys[2])
+""" + FILL_MAPPINGS + """
+fill()
+securekeys._memory._fatal("at the limit")
+""")
+    assert result.returncode == -signal.SIGABRT, result
+    assert result.stdout in (b"WIPED", b"GONE"), result
+    assert result.stderr == b"securekeys: fatal: at the limit\n"
