@@ -21,14 +21,15 @@ from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.object cimport PyObject_AsFileDescriptor
 from libc.errno cimport errno, EINTR, EAGAIN, ENOMEM, EPERM
 from libc.stdint cimport uintptr_t
-from libc.signal cimport signal, SIGPIPE, SIG_IGN
+from libc.signal cimport signal, SIGBUS, SIGPIPE, SIGSEGV, SIG_DFL, SIG_IGN
 from libc.stdlib cimport abort, calloc, free
-from libc.string cimport strlen, memcpy, strerror
+from libc.string cimport memcpy, memset, strerror, strlen
 from posix.mman cimport (
     mmap, munmap, mprotect, mlock2, madvise, MAP_FAILED, MAP_PRIVATE, MAP_SHARED,
-    MAP_ANONYMOUS, PROT_NONE, PROT_READ, PROT_WRITE, MLOCK_ONFAULT,
+    MAP_ANONYMOUS, MAP_NORESERVE, PROT_NONE, PROT_READ, PROT_WRITE, MLOCK_ONFAULT,
     MADV_DONTDUMP, MADV_WIPEONFORK, MADV_DONTFORK,
 )
+from posix.signal cimport sigaction, sigaction_t, sigemptyset, siginfo_t, SA_ONSTACK, SA_SIGINFO
 from posix.unistd cimport write, close, ftruncate, pause, sysconf, _SC_PAGESIZE
 
 from securekeys._checks cimport raise_errno
@@ -40,14 +41,17 @@ from securekeys.errors import LockError, SecurityWarning
 # The layers, bottom up.  Each file calls only the files above it, with one
 # exception by design: the fatal path, which every layer may call, wipes
 # every chunk through the allocator below it (_wipe_all_chunks).
-include "memory_fatal.pxi"       # one line on stderr, wipe every live buffer, abort
+include "memory_fatal.pxi"       # wipe every live buffer, one line on stderr, abort
 include "memory_policy.pxi"      # lock policy and backend (anonymous / secretmem)
-include "memory_slots.pxi"       # guarded pages, chunks, slots, the pool, KeyRing runs
+include "memory_layout.pxi"      # chunks of guarded pages cut into slots: the structures
+include "memory_wipe.pxi"        # spare mappings; the wipe the fatal path relies on
+include "memory_slots.pxi"       # chunks, slots, the pool and KeyRing runs
 include "memory_registry.pxi"    # the intrusive list of live buffers; wipe_all()
+include "memory_fork.pxi"        # a forked child holds no usable key
+include "memory_faults.pxi"      # a fault on guarded memory: the fatal path, then the signal
 include "memory_buffers.pxi"     # Protection as state, SecureBuffer, SecureKey, borrows
 include "memory_fdread.pxi"      # read(2) from a file descriptor into a buffer
 include "memory_keyring.pxi"     # KeyRing: the class over the KeyRing runs
-include "memory_fork.pxi"        # a forked child holds no usable key
 include "memory_hooks.pxi"       # for hardening.py, report(), tests and benchmarks
 
 
@@ -59,6 +63,7 @@ if sodium.sodium_set_misuse_handler(_on_sodium_misuse) != 0:
     raise ImportError("securekeys: cannot install libsodium's misuse handler")
 sodium.randombytes_buf(_canary, _CANARY_SIZE)
 _take_spares()
+_install_fault_handler()
 if os.environ.get("SECUREKEYS_BACKEND"):
     set_backend(os.environ["SECUREKEYS_BACKEND"])
 

@@ -27,6 +27,7 @@ cdef size_t _checked_size(object size) except 0:
 # state is an mprotect() that succeeded.
 
 cdef inline int _require_live(SecureBuffer buf, const char *what) except -1:
+    _settle_fork()
     if buf._state == SK_DESTROYED:
         if buf._c_slot == NULL:
             _fatal(f"{what.decode()} on a {type(buf).__name__} destroyed by fork(): "
@@ -78,6 +79,7 @@ cdef class SecureBuffer:
     """
 
     def __cinit__(self, size, KeyRing _ring=None):
+        _settle_fork()
         cdef size_t n = _checked_size(size)
         cdef unsigned char *data = NULL
         if _ring is None:
@@ -93,6 +95,7 @@ cdef class SecureBuffer:
         _register(self)
 
     def __dealloc__(self):
+        _settle_fork()     # a parent's slot must never come back to a child's pool
         cdef Slot *slot = <Slot *>self._c_slot
         _unregister(self)
         if slot != NULL:
@@ -172,16 +175,19 @@ cdef class SecureBuffer:
     @property
     def state(self):
         """The protection in force now (a `Protection`)."""
+        _settle_fork()
         return _PROTECTIONS[self._state]
 
     @property
     def destroyed(self):
         """True once destroy() has wiped the buffer."""
+        _settle_fork()
         return self._state == SK_DESTROYED
 
     @property
     def locked(self):
         """True when the pages really are mlocked (never swapped)."""
+        _settle_fork()
         return self._c_slot != NULL and (<Slot *>self._c_slot).locked
 
     def noaccess(self):
@@ -207,6 +213,7 @@ cdef class SecureBuffer:
         Always succeeds, even while memoryviews exist: touching one afterwards
         ends the process.  The memory is freed when the object is deallocated.
         """
+        _settle_fork()
         if self._state == SK_DESTROYED:
             return
         _slot_wipe(<Slot *>self._c_slot, self._c_data, self._size, self._state)
@@ -247,6 +254,7 @@ cdef class SecureBuffer:
 
     def __getbuffer__(self, Py_buffer *view, int flags):
         cdef bint writable
+        _settle_fork()
         if self._state == SK_DESTROYED:
             _fatal(f"a memoryview of a destroyed {type(self).__name__}")
         if self._state == SK_NOACCESS:

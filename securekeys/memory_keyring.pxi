@@ -13,6 +13,7 @@ cdef class KeyRing:
 
     def __cinit__(self, key_size):
         global _rings
+        _settle_fork()
         cdef size_t n = _checked_size(key_size)
         if n > _page_size - _CANARY_SIZE:
             raise ValueError(f"KeyRing keys must be at most {_page_size - _CANARY_SIZE} bytes, not {n}")
@@ -54,6 +55,7 @@ cdef class KeyRing:
 
     def __len__(self):
         """Keys in the ring that are not destroyed."""
+        _settle_fork()
         return (<Ring *>self._c_ring).keys
 
     def __repr__(self):

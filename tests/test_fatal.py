@@ -161,3 +161,78 @@ securekeys._memory._fatal("at the limit")
     assert result.returncode == -signal.SIGABRT, result
     assert result.stdout in (b"WIPED", b"GONE"), result
     assert result.stderr == b"securekeys: fatal: at the limit\n"
+
+
+# -- faults the MMU raises on guarded memory ------------------------------------------
+
+FAULTS = {
+    "stale view after destroy()": ("b = SecureBuffer(16); v = memoryview(b); b.destroy(); v[0]",
+                                   "a destroyed secure buffer"),
+    "stale view after noaccess()": ("b = SecureBuffer(16); v = memoryview(b); b.noaccess(); v[0]",
+                                    "a NOACCESS secure buffer"),
+    "read past the end": ("b = SecureBuffer(16); ctypes.string_at(b._data_address(), 17)",
+                          "the guard page after a secure buffer"),
+    "write to a READONLY key": ("k = create_key(16); ctypes.memset(k._data_address(), 0, 1)",
+                                "a READONLY secure buffer"),
+    "KeyRing page": ("r = securekeys.KeyRing(32); k = r.create_key(); v = memoryview(k); k.noaccess(); v[0]",
+                     "a NOACCESS KeyRing page"),
+}
+
+
+@pytest.mark.parametrize("case", FAULTS)
+def test_a_fault_on_guarded_memory_says_what_was_hit_and_dies_of_the_signal(case: str) -> None:
+    code, words = FAULTS[case]
+    result = run_python(REPORT_ON_ABORT + code + "\nprint('REACHED')\n")
+    assert result.returncode == -signal.SIGSEGV, result
+    assert result.stderr.startswith(b"securekeys: fatal: SIGSEGV on " + words.encode()), result.stderr
+    assert result.stderr.count(b"\n") == 1 and result.stderr.endswith(b"\n")
+    assert b"REACHED" not in result.stdout
+
+
+# An observer installed in front of securekeys' handler calls it, then looks
+# at another live key through /proc/self/mem: by then it must be wiped.
+OBSERVE_FAULT = """
+class SigAction(ctypes.Structure):
+    _fields_ = [("handler", ctypes.c_void_p), ("mask", ctypes.c_ulong * 16),
+                ("flags", ctypes.c_int), ("restorer", ctypes.c_void_p)]
+libc = ctypes.CDLL(None)
+ours = SigAction()
+assert libc.sigaction(signal.SIGSEGV, None, ctypes.byref(ours)) == 0
+handler_type = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+call_ours = handler_type(ours.handler)
+other = create_key(32)
+address = other._data_address()
+mem = os.open("/proc/self/mem", os.O_RDONLY)
+@handler_type
+def observer(signum, info, context):
+    call_ours(signum, info, context)
+    os.write(1, b"WIPED" if os.pread(mem, 32, address) == bytes(32) else b"NOT WIPED")
+mine = SigAction()
+mine.handler = ctypes.cast(observer, ctypes.c_void_p)
+mine.flags = 4   # SA_SIGINFO
+assert libc.sigaction(signal.SIGSEGV, ctypes.byref(mine), None) == 0
+"""
+
+
+def test_a_fault_on_guarded_memory_wipes_every_live_key_first() -> None:
+    result = run_python(REPORT_ON_ABORT + OBSERVE_FAULT + FAULTS["stale view after destroy()"][0])
+    assert result.returncode == -signal.SIGSEGV, result
+    assert result.stdout == b"WIPED", result
+    assert result.stderr.startswith(b"securekeys: fatal: SIGSEGV on a destroyed secure buffer")
+
+
+def test_faults_elsewhere_go_to_the_previous_handler_untouched() -> None:
+    # faulthandler, enabled before securekeys is imported, still reports a
+    # fault outside guarded memory; a fault inside is ours, then the signal.
+    for code, ours in (("ctypes.string_at(8, 1)", False), (FAULTS["stale view after destroy()"][0], True)):
+        result = subprocess.run([sys.executable, "-X", "faulthandler", "-c", REPORT_ON_ABORT + code],
+                                capture_output=True, timeout=60)
+        assert result.returncode == -signal.SIGSEGV, result
+        assert (b"securekeys: fatal:" in result.stderr) is ours, result.stderr
+        assert (b"Fatal Python error: Segmentation fault" in result.stderr) is not ours, result.stderr
+
+
+def test_a_sigsegv_sent_by_kill_is_not_mistaken_for_a_fault() -> None:
+    result = run_python(REPORT_ON_ABORT + "key = create_key(32)\nos.kill(os.getpid(), signal.SIGSEGV)\n")
+    assert result.returncode == -signal.SIGSEGV, result
+    assert result.stderr == b"", result

@@ -276,6 +276,52 @@ if __name__ == '__main__':
     assert b"fork()" in result.stderr
 
 
+LIBC_FORK = """
+import ctypes, os, sys
+from securekeys import create_key, crypto
+key = create_key(32)
+view = memoryview(key)
+pid = ctypes.CDLL(None).fork()        # below Python: os.register_at_fork never runs
+if pid == 0:
+    {child}
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+assert crypto.aead_encrypt(key, b"parent", bytes(24))   # the parent is untouched
+print(status, flush=True)
+"""
+
+
+@pytest.mark.parametrize("child", [
+    "crypto.aead_encrypt(key, b'x', bytes(24))",
+    "key.noaccess()",
+    "key == create_key(32)",
+])
+def test_a_fork_below_python_still_makes_parent_keys_fatal(child: str) -> None:
+    # Before: the child's key read as zeros yet stayed READONLY, and
+    # aead_encrypt silently encrypted under the all-zero key.
+    result = run_python(LIBC_FORK.format(child=child))
+    assert result.returncode == 0, result.stderr
+    status = int(result.stdout.split()[-1])
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGABRT, result
+    assert b"securekeys: fatal: " in result.stderr and b"fork()" in result.stderr
+
+
+def test_a_fork_below_python_kills_a_stale_view_naming_the_fork() -> None:
+    result = run_python(LIBC_FORK.format(child="view[0]"))
+    assert result.returncode == 0, result.stderr
+    status = int(result.stdout.split()[-1])
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSEGV, result
+    assert result.stderr == (b"securekeys: fatal: SIGSEGV on a key inherited through fork() "
+                             b"(keys do not survive into a child process)\n")
+
+
+def test_a_fork_below_python_leaves_the_child_free_to_make_keys() -> None:
+    result = run_python(LIBC_FORK.format(
+        child="k = create_key(32); assert key.destroyed and not k.destroyed; k.destroy()"))
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout.split()[-1]) == 0, result
+
+
 # -- secretmem ------------------------------------------------------------------------
 
 def test_secretmem_keys_live_in_secretmem_mappings() -> None:
@@ -305,6 +351,33 @@ def test_secretmem_passes_the_same_suite() -> None:
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
+
+
+def test_secretmem_stale_view_in_a_child_never_reaches_the_childs_new_key() -> None:
+    # secretmem is MADV_DONTFORK: the parent's range is free in the child.
+    # Unreserved, the child's next chunk landed there and a view kept from
+    # the parent read (and wrote) the child's new key.
+    result = run_python("""
+import os, securekeys
+securekeys.set_backend('secretmem')
+old = securekeys.SecureBuffer(32)
+view = memoryview(old)
+pid = os.fork()
+if pid == 0:
+    new = securekeys.SecureBuffer(32)
+    with new.writing() as w:
+        w[:] = b"C" * 32
+    print("SAME ADDRESS" if new._data_address() == old._data_address() else "MOVED", flush=True)
+    view[0]
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+print(status)
+""")
+    assert result.returncode == 0, result.stderr
+    moved, status = result.stdout.split()
+    assert moved == b"MOVED"
+    assert os.WIFSIGNALED(int(status)) and os.WTERMSIG(int(status)) == signal.SIGSEGV
+    assert b"securekeys: fatal: SIGSEGV on a key inherited through fork()" in result.stderr
 
 
 def test_secretmem_child_of_fork_exits_normally() -> None:

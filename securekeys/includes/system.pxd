@@ -1,5 +1,6 @@
 # Linux declarations that Cython's own libc/posix .pxd files lack
-# (prctl, memfd_secret, poll, pthread_atfork, MAP_FIXED_NOREPLACE).
+# (prctl, memfd_secret, poll, pthread_atfork, MAP_FIXED_NOREPLACE), and the
+# one C helper that hands a signal on to a saved action.
 #
 # Plain declarations without `except` clauses, like sodium.pxd: the caller
 # checks every return code.  Cimport as a namespace:
@@ -44,3 +45,30 @@ cdef extern from "pthread.h" nogil:
 cdef extern from "sys/mman.h" nogil:
     # Linux 4.17: map at exactly this address, or fail rather than replace.
     enum: MAP_FIXED_NOREPLACE
+
+cdef extern from *:
+    """
+    #include <signal.h>
+    /* Hand a signal to a saved action, as if it had never been replaced:
+       its SA_SIGINFO handler or its plain one.  SIG_DFL: the default action,
+       at once (a signal raised stays pending until the handler returns).
+       SIG_IGN: a sent signal is ignored; a fault (si_code > 0) repeats when
+       the handler returns, and the kernel kills for a fault it cannot
+       deliver.  (Cython cannot compare or call the function pointers of a
+       struct sigaction itself.) */
+    static void securekeys_chain_signal(const struct sigaction *previous, int sig,
+                                        siginfo_t *info, void *context) {
+        if (previous->sa_flags & SA_SIGINFO) {
+            previous->sa_sigaction(sig, info, context);
+        } else if (previous->sa_handler == SIG_IGN) {
+            if (info->si_code > 0)
+                signal(sig, SIG_IGN);
+        } else if (previous->sa_handler == SIG_DFL) {
+            signal(sig, SIG_DFL);
+            raise(sig);
+        } else {
+            previous->sa_handler(sig);
+        }
+    }
+    """
+    void chain_signal "securekeys_chain_signal" (const void *previous, int sig, void *info, void *context) nogil

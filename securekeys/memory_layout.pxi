@@ -1,0 +1,102 @@
+# Included by _memory.pyx: the layout of guarded memory, and the accounting.
+#
+# A chunk is one mapping of `count` slots, each slot a run of data pages with
+# a guard page on each side; neighbours share guards:
+#
+#     [guard][slot 0 pages][guard][slot 1 pages][guard] ... [guard]
+#
+# The data of an allocation ends exactly at its slot's trailing guard page,
+# with a 16-byte canary right before it (checked on destroy).  The whole chunk
+# is madvise(MADV_DONTDUMP), MADV_WIPEONFORK (anonymous memory) or
+# MADV_DONTFORK (secretmem), and mlock2(MLOCK_ONFAULT)ed; if that lock fails
+# (RLIMIT_MEMLOCK), each slot is locked on its own when handed out, and its
+# `locked` flag says whether that worked.  Every call's result is checked.
+#
+# Slots come back to a per-size pool only when their owner object is
+# deallocated (no view can reach them), already wiped and PROT_NONE.  The pool
+# is bounded: above the bound a chunk whose slots are all free is unmapped.
+#
+# Considered and rejected, so that nobody tries them again: a permanently
+# writable alias mapping of the key pages (it saves the mprotect calls, but
+# every NOACCESS key would be readable at a second address), and memory
+# protection keys (pkeys: not on the CPUs we run on, and per-thread, while a
+# key's protection must hold for the whole process).
+
+
+cdef size_t _page_size = <size_t>sysconf(_SC_PAGESIZE)
+cdef enum:
+    _CANARY_SIZE = 16
+    _MAX_POOLED_PAGES = 513        # slots up to 2 MiB are pooled
+    _SLOTS_PER_SMALL_CHUNK = 64
+    _SLOTS_PER_SECRET_CHUNK = 8
+cdef unsigned char _canary[_CANARY_SIZE]
+
+cdef struct Chunk:
+    unsigned char *base
+    size_t length
+    size_t slot_pages
+    size_t count
+    size_t in_use
+    int backend
+    bint locked                    # the whole mapping is mlocked
+    Slot *slots
+    Ring *ring                     # KeyRing runs only
+    RingPage *pages                # KeyRing runs only
+    Chunk *prev
+    Chunk *next
+
+cdef struct Slot:
+    Chunk *chunk
+    unsigned char *start           # first data page
+    size_t length                  # data pages, in bytes
+    unsigned char *canary          # where the current allocation's canary is
+    bint locked
+    bint free
+    Slot *prev_free
+    Slot *next_free
+    RingPage *page                 # KeyRing slots only: the shared page
+    int level                      # the protection in force (KeyRing: the one this key wants)
+    bint wiped                     # destroyed: wiped, its owner not yet gone
+
+# A KeyRing packs many small keys into shared pages: a run of pages between
+# two guard pages, each page holding as many [canary | key] slots as fit, the
+# last key ending at the page's end.  A page's protection is the highest any
+# of its live keys needs (the documented trade-off of density).
+cdef enum:
+    _RING_RUN_PAGES = 64           # pages in a KeyRing run, between two guard pages
+
+cdef struct RingPage:
+    unsigned char *start
+    int counts[3]                  # live keys wanting NOACCESS, READONLY, READWRITE
+    int level                      # protection in force
+
+cdef struct Ring:
+    size_t key_size
+    size_t stride                  # canary + key
+    size_t per_page
+    size_t keys                    # keys taken and not yet wiped
+    int backend
+    bint closed                    # destroy()ed, or inherited through fork()
+    Slot *free
+    Ring *next
+
+cdef Chunk *_chunks = NULL
+cdef Slot *_pool[2][_MAX_POOLED_PAGES + 1]
+cdef size_t _pool_bytes = 0
+cdef size_t _pool_limit = 16 * 1024 * 1024
+cdef size_t _locked_bytes = 0
+cdef size_t _mapped_bytes = 0
+
+
+
+cdef inline int _prot(int level) noexcept nogil:
+    if level == SK_READWRITE:
+        return PROT_READ | PROT_WRITE
+    if level == SK_READONLY:
+        return PROT_READ
+    return PROT_NONE
+
+
+cdef bint _lockable_error(int err) noexcept nogil:
+    # What RLIMIT_MEMLOCK or a missing CAP_IPC_LOCK look like.
+    return err == ENOMEM or err == EAGAIN or err == EPERM
