@@ -21,6 +21,7 @@ cdef class SecureBuffer:
     cdef int _state                # protection the MMU enforces now
     cdef int _readers              # active read borrows
     cdef int _writers              # active write borrows
+    cdef int _exports              # buffers exported (memoryviews, ...) not yet released
     cdef bint _is_key              # never writable once filled
     cdef void *_c_slot             # the allocator's slot holding the data
     cdef object _owner             # the KeyRing whose pages hold the data, or None

@@ -100,7 +100,7 @@ cdef class SecureBuffer:
         _unregister(self)
         if slot != NULL:
             if self._state != SK_DESTROYED:
-                _slot_wipe(slot, self._c_data, self._size, self._state)
+                _slot_wipe(slot, self._c_data, self._size, self._state, True)
             _slot_give_back(slot)
             self._c_slot = NULL
         self._c_data = NULL
@@ -216,7 +216,8 @@ cdef class SecureBuffer:
         _settle_fork()
         if self._state == SK_DESTROYED:
             return
-        _slot_wipe(<Slot *>self._c_slot, self._c_data, self._size, self._state)
+        _slot_wipe(<Slot *>self._c_slot, self._c_data, self._size, self._state,
+                   self._exports == 0 and self._readers == 0 and self._writers == 0)
         self._state = self._base = SK_DESTROYED
 
     def readinto(self, fd):
@@ -264,9 +265,10 @@ cdef class SecureBuffer:
             raise BufferError(f"a {type(self).__name__} in state "
                               f"{_PROTECTIONS[self._state].name} is not writable")
         PyBuffer_FillInfo(view, self, self._c_data, self._size, not writable, flags)
+        self._exports += 1
 
     def __releasebuffer__(self, Py_buffer *view):
-        pass
+        self._exports -= 1
 
     def __eq__(self, other):
         """Constant-time comparison with another secure buffer.

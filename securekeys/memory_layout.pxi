@@ -13,8 +13,14 @@
 # `locked` flag says whether that worked.  Every call's result is checked.
 #
 # Slots come back to a per-size pool only when their owner object is
-# deallocated (no view can reach them), already wiped and PROT_NONE.  The pool
-# is bounded: above the bound a chunk whose slots are all free is unmapped.
+# deallocated (no view can reach them), already wiped.  A slot that no view
+# or borrow could reach when it was wiped stays READWRITE (small slots only):
+# free memory holds no secret either way, and a key's life then costs two
+# mprotect calls (READONLY when filled, READWRITE to wipe) instead of four.
+# Every slot a view or borrow could still reach is PROT_NONE, so that a stale
+# view dies on touch; a raw C pointer kept past its release_*() (a contract
+# violation) reads zeros instead.  The pool is bounded: above the bound a
+# chunk whose slots are all free is unmapped.
 #
 # Considered and rejected, so that nobody tries them again: a permanently
 # writable alias mapping of the key pages (it saves the mprotect calls, but
@@ -29,6 +35,7 @@ cdef enum:
     _MAX_POOLED_PAGES = 513        # slots up to 2 MiB are pooled
     _SLOTS_PER_SMALL_CHUNK = 64
     _SLOTS_PER_SECRET_CHUNK = 8
+    _WRITABLE_FREE_MAX_PAGES = 16  # free slots up to 64 KiB may stay READWRITE (zeroed)
 cdef unsigned char _canary[_CANARY_SIZE]
 
 cdef struct Chunk:

@@ -150,6 +150,7 @@ cdef Slot *_slot_take(size_t size, unsigned char **data) except NULL:
     cdef Slot *slot = NULL
     cdef Chunk *chunk
     cdef size_t i
+    cdef bint writable_while_free = False
     if pages <= _MAX_POOLED_PAGES:
         slot = _pool[_backend][pages]
         if slot == NULL:
@@ -173,14 +174,21 @@ cdef Slot *_slot_take(size_t size, unsigned char **data) except NULL:
             elif not _lockable_error(errno):
                 raise_errno("mlock2", errno)
         _apply_lock_policy(slot.locked)
-        if mprotect(slot.start, slot.length, PROT_READ | PROT_WRITE) != 0:
-            raise_errno("mprotect", errno)
-        slot.level = SK_READWRITE
+        if slot.level != SK_READWRITE:
+            if mprotect(slot.start, slot.length, PROT_READ | PROT_WRITE) != 0:
+                raise_errno("mprotect", errno)
+            slot.level = SK_READWRITE
+        else:
+            writable_while_free = True
     except BaseException:
         _slot_give_back(slot)
         raise
     data[0] = slot.start + slot.length - size
     slot.canary = data[0] - _CANARY_SIZE
+    if writable_while_free:
+        # Whatever a stray write may have left in a writable free slot, a new
+        # buffer starts zero-filled.  (A PROT_NONE one is zero already.)
+        memset(slot.canary, 0, _CANARY_SIZE + size)
     memcpy(slot.canary, _canary, _CANARY_SIZE)
     return slot
 
@@ -194,9 +202,13 @@ cdef inline int _slot_protect(Slot *slot, int level) noexcept nogil:
     return 0
 
 
-cdef void _slot_wipe(Slot *slot, unsigned char *data, size_t size, int current) noexcept:
-    """Check the canary, zero canary and data, leave the slot PROT_NONE.
-    `current` is the protection in force (one mprotect saved when READWRITE)."""
+cdef void _slot_wipe(Slot *slot, unsigned char *data, size_t size, int current,
+                     bint unreachable) noexcept:
+    """Check the canary, zero canary and data.  `current` is the protection in
+    force (one mprotect saved when READWRITE).  The slot is left PROT_NONE,
+    unless `unreachable` (no view or borrow can reach it any more) and it is
+    small: then it stays READWRITE, zeroed, saving the two mprotect calls a
+    key life would otherwise spend here and in the next _slot_take()."""
     if slot.page != NULL:
         _ring_wipe(slot, data, size)
         return
@@ -207,9 +219,11 @@ cdef void _slot_wipe(Slot *slot, unsigned char *data, size_t size, int current) 
                  b"(a write ran past the start of the buffer)")
     sodium.sodium_memzero(slot.canary, _CANARY_SIZE + size)
     slot.wiped = True
-    if _protect_to_wipe(slot.start, slot.length, PROT_NONE) != 0:
-        _fatal_c(b"cannot make a wiped secure buffer inaccessible")
-    slot.level = SK_NOACCESS
+    slot.level = SK_READWRITE
+    if not unreachable or slot.chunk.slot_pages > _WRITABLE_FREE_MAX_PAGES:
+        if _protect_to_wipe(slot.start, slot.length, PROT_NONE) != 0:
+            _fatal_c(b"cannot make a wiped secure buffer inaccessible")
+        slot.level = SK_NOACCESS
     _take_spares()
 
 

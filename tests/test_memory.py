@@ -89,8 +89,10 @@ def test_pages_are_locked_not_dumpable_and_follow_the_state() -> None:
     assert page_report(buf).permissions.startswith("--")
     buf.readwrite()
     assert page_report(buf).permissions.startswith("rw")
-    buf.destroy()
+    view = memoryview(buf)
+    buf.destroy()                    # a view can still reach it: PROT_NONE
     assert page_report(buf).permissions.startswith("--")
+    view.release()
 
 
 def test_data_ends_exactly_at_the_trailing_guard_page() -> None:
@@ -355,14 +357,12 @@ def test_memory_is_wiped_on_destroy_without_freeing_it() -> None:
     with buf.writing() as view:
         view[:] = b"\xaa" * 32
     buf.destroy()
-    # Deliberately look (in C) at the destroyed pages: lift the protection of
-    # the page by hand and read it.  Zero bytes means it was wiped.
+    # Nothing can reach it any more, so its slot stays writable (and is never
+    # handed out while the object lives): look at the bytes directly, in C.
+    # Zero bytes means it was wiped.
     import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-    page = buf._data_address() & ~(os.sysconf("SC_PAGESIZE") - 1)
-    assert libc.mprotect(ctypes.c_void_p(page), os.sysconf("SC_PAGESIZE"), 1) == 0
-    assert ctypes.string_at(buf._data_address(), 32) == bytes(32)
-    assert libc.mprotect(ctypes.c_void_p(page), os.sysconf("SC_PAGESIZE"), 0) == 0
+    assert page_report(buf).permissions.startswith("rw")
+    assert ctypes.string_at(buf._data_address() - 16, 48) == bytes(48)
 
 
 def test_import_calls_sodium_init_and_reports_version() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
 import signal
@@ -127,3 +128,62 @@ print(json.dumps({"live": facts["live_buffers"], "unlocked": facts["unlocked_buf
     facts = json.loads(result.stdout)
     assert facts["live"] == 30_000 and facts["unlocked"] == 0 and facts["locked"] == 30_000
     assert facts["mappings"] < facts["max"]
+
+
+# -- free slots kept writable (a key's life costs two mprotect calls, not four) --------
+
+def test_destroy_without_views_wipes_and_leaves_nothing_readable() -> None:
+    key = create_key(32)
+    address = key._data_address()
+    key.destroy()
+    assert ctypes.string_at(address - 16, 48) == bytes(48)   # canary and data
+    del key
+    gc.collect()
+    assert ctypes.string_at(address - 16, 48) == bytes(48)
+
+
+def test_a_new_buffer_is_zero_filled_even_after_a_stray_write_into_a_free_slot() -> None:
+    gc.collect()
+    limit = _set_pool_limit(1 << 30)          # the slot must stay mapped, in the pool
+    try:
+        old = SecureBuffer(32)
+        address = old._data_address()
+        del old                               # back to the pool, writable
+        ctypes.memset(address - 16, 0x41, 48)  # a stray write (a C bug) into free memory
+        new = SecureBuffer(32)
+        assert new._data_address() == address  # the same slot came back
+        assert bytes(memoryview(new)) == bytes(32)
+        new.destroy()
+    finally:
+        _set_pool_limit(limit)
+
+
+@pytest.mark.parametrize("holder", ["view", "borrow", "slice of a view"])
+def test_anything_that_can_still_reach_a_destroyed_buffer_finds_it_inaccessible(holder: str) -> None:
+    buf = SecureBuffer(32)
+    if holder == "view":
+        keep: object = memoryview(buf)
+    elif holder == "borrow":
+        keep = buf.reading()
+        keep.__enter__()   # type: ignore[attr-defined]
+    else:
+        keep = memoryview(buf)[4:8]
+    buf.destroy()
+    assert page_report(buf).permissions.startswith("--")
+    del keep
+
+
+def test_export_count_follows_every_view() -> None:
+    # Only a buffer that nothing can reach any more is left writable: the
+    # count must drop back to zero when views go, or every destroy() after a
+    # view would pay for PROT_NONE for nothing (and worse, never the reverse).
+    buf = SecureBuffer(32)
+    views = [memoryview(buf) for _ in range(3)]
+    sliced = views[0][1:3]
+    for view in views[1:]:
+        view.release()
+    del views
+    assert page_report(buf).permissions.startswith("rw")
+    sliced.release()
+    buf.destroy()
+    assert page_report(buf).permissions.startswith("rw")   # nothing could reach it
