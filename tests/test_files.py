@@ -5,11 +5,15 @@ from __future__ import annotations
 import errno
 import gc
 import os
+import re
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,9 +21,11 @@ import pytest
 from securekeys import KeyFileError, Protection, SecureBuffer, SecureKey, create_key, read_key, write_key
 from securekeys._memory import live_buffers
 
-from conftest import run_python
+from conftest import assert_dies, run_python
 
 SIZE = 32
+NOBODY = 65534      # the unprivileged user the tests drop to (root ignores permissions)
+STRANGER = 4242     # a uid that owns nothing of ours
 
 
 def make_file(path: Path, content: bytes, mode: int = 0o400) -> Path:
@@ -42,6 +48,33 @@ def open_fds() -> int:
 def mappings() -> int:
     with open("/proc/self/maps", encoding="ascii") as f:
         return sum(1 for _ in f)
+
+
+def run_as_nobody(code: str) -> subprocess.CompletedProcess[bytes]:
+    """Run `code` as uid and gid 65534 with no supplementary groups; it drops
+    them after start-up, because the interpreter's files live under /root."""
+    return run_python("""
+import os, securekeys
+if os.geteuid() == 0:
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+""" + code)
+
+
+def nobody_owns(path: Path, mode: int) -> Path:
+    os.chown(path, NOBODY, NOBODY)
+    os.chmod(path, mode)
+    return path
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory uid 65534 can reach: pytest's own are under root's 0700."""
+    path = Path(tempfile.mkdtemp(prefix="securekeys-test-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
 
 
 # -- read_key -------------------------------------------------------------------
@@ -68,7 +101,7 @@ def test_every_group_or_other_bit_is_refused(private_dir: Path, bits: int) -> No
     path = make_file(private_dir / "k", b"k" * SIZE, mode)
     with pytest.raises(KeyFileError) as info:
         read_key(path, SIZE)
-    assert f"{mode:#o}" in str(info.value)
+    assert f"permissions {mode:04o}:" in str(info.value)
     assert info.value.filename == str(path)
 
 
@@ -116,13 +149,212 @@ def test_missing_file(private_dir: Path) -> None:
     assert info.value.filename == str(private_dir / "missing")
 
 
-def test_symlinks_are_refused(private_dir: Path) -> None:
+def test_symlinks_are_refused_naming_the_target_and_the_fix(private_dir: Path) -> None:
     good = make_file(private_dir / "good", b"k" * SIZE)
     (private_dir / "link").symlink_to(good)
+    (private_dir / "relative").symlink_to("good")
     (private_dir / "dangling").symlink_to(private_dir / "nowhere")
-    for name in ("link", "dangling"):
-        with pytest.raises(KeyFileError, match="symbolic link"):
+    for name, target, real in (("link", good, good), ("relative", "good", good),
+                               ("dangling", private_dir / "nowhere", private_dir / "nowhere")):
+        with pytest.raises(KeyFileError) as info:
             read_key(private_dir / name, SIZE)
+        assert info.value.strerror == f"refusing a symbolic link to {target}: name the key file itself ({real})"
+        assert info.value.filename == str(private_dir / name)
+
+
+def test_a_loop_of_links_in_the_directories_is_an_oserror(private_dir: Path) -> None:
+    (private_dir / "a").symlink_to("b")
+    (private_dir / "b").symlink_to("a")
+    with pytest.raises(OSError) as info:
+        read_key(private_dir / "a" / "k", SIZE)
+    assert info.value.errno == errno.ELOOP and "refusing" not in str(info.value)
+
+
+def test_a_terminal_is_refused_and_never_becomes_the_controlling_terminal() -> None:
+    # Without O_NOCTTY a session leader with no controlling terminal that
+    # opens a terminal acquires it: read_key must refuse it and leave none.
+    result = run_python("""
+import errno, os
+from securekeys import KeyFileError, read_key
+os.setsid()
+master, slave = os.openpty()   # openpty itself opens the slave with O_NOCTTY
+name = os.ttyname(slave)
+os.close(slave)
+try:
+    read_key(name, 32)
+except KeyFileError as e:
+    print('refused:', e.strerror)
+try:
+    os.open('/dev/tty', os.O_RDONLY)
+    print('a controlling terminal')
+except OSError as e:
+    print('no controlling terminal:', errno.errorcode[e.errno])
+""")
+    assert result.stdout.decode().splitlines() == [
+        "refused: refusing a character device: a key must be a regular file",
+        "no controlling terminal: ENXIO"], result
+
+
+# -- hard links and links in the key's directories --------------------------------
+
+def test_a_key_with_another_hard_link_is_refused(private_dir: Path) -> None:
+    path = make_file(private_dir / "k", b"k" * SIZE)
+    (private_dir / "elsewhere").mkdir()
+    other = private_dir / "elsewhere" / "copy"
+    os.link(path, other)
+    for name in (path, other):
+        with pytest.raises(KeyFileError) as info:
+            read_key(name, SIZE)
+        message = str(info.value)
+        assert info.value.filename == str(name)
+        assert "refusing a key with 2 hard links" in message and f"find / -xdev -samefile {name};" in message
+    other.unlink()   # the fix the message gives
+    assert key_bytes(read_key(path, SIZE)) == b"k" * SIZE
+
+
+def link_chain(private_dir: Path, owner: int) -> tuple[Path, bytes]:
+    """real/k holding a key, and via -> real owned by `owner`."""
+    (private_dir / "real").mkdir()
+    content = os.urandom(SIZE)
+    make_file(private_dir / "real" / "k", content)
+    via = private_dir / "via"
+    via.symlink_to("real")
+    os.lchown(via, owner, owner)
+    return via, content
+
+
+def test_directory_links_of_root_or_this_user_are_followed(private_dir: Path) -> None:
+    via, content = link_chain(private_dir, os.geteuid())
+    (private_dir / "chain").symlink_to(via)                  # a link to a link
+    (private_dir / "absolute").symlink_to(private_dir / "real")
+    for path in (via / "k", private_dir / "chain" / "k", private_dir / "absolute" / "k",
+                 private_dir / "real" / ".." / "via" / "." / "k"):
+        assert key_bytes(read_key(path, SIZE)) == content
+
+
+@pytest.mark.parametrize("shape", ["via/k", "chain/k", "real/../via/k", "relative"])
+def test_a_directory_link_owned_by_another_user_is_refused(
+        private_dir: Path, monkeypatch: pytest.MonkeyPatch, shape: str) -> None:
+    via, _ = link_chain(private_dir, STRANGER)
+    (private_dir / "chain").symlink_to("via")    # ours, but it leads through theirs
+    if shape == "relative":
+        monkeypatch.chdir(private_dir)
+        path: Path = Path("via/k")
+    else:
+        path = private_dir / shape
+    with pytest.raises(KeyFileError) as info:
+        read_key(path, SIZE)
+    owners = "root" if os.geteuid() == 0 else f"root or uid {os.geteuid()}"
+    assert info.value.strerror == (
+        f"refusing a path through the symbolic link {via} -> real owned by uid {STRANGER}: "
+        f"only links owned by {owners} are followed; name the key by a path without it")
+    assert info.value.filename == str(path)
+
+
+def test_dot_dot_after_a_directory_link_is_the_kernels(private_dir: Path) -> None:
+    # a/b -> ../x/y, so a/b/../k is x/k (where the kernel goes), not a/k.
+    for directory in ("a", "x", "x/y"):
+        (private_dir / directory).mkdir()
+    make_file(private_dir / "a" / "k", b"a" * SIZE)
+    make_file(private_dir / "x" / "k", b"x" * SIZE)
+    link = private_dir / "a" / "b"
+    link.symlink_to("../x/y")
+    path = private_dir / "a" / "b" / ".." / "k"
+    assert key_bytes(read_key(path, SIZE)) == b"x" * SIZE
+    os.lchown(link, STRANGER, STRANGER)
+    with pytest.raises(KeyFileError, match="symbolic link"):
+        read_key(path, SIZE)
+
+
+def test_system_links_such_as_var_run_are_followed() -> None:
+    if not os.path.islink("/var/run") or os.lstat("/var/run").st_uid != 0 or not os.access("/run", os.W_OK):
+        pytest.skip("needs /var/run -> /run and a writable /run")
+    real = Path(tempfile.mkdtemp(dir="/run"))
+    try:
+        content = os.urandom(SIZE)
+        make_file(real / "k", content)
+        assert key_bytes(read_key(Path("/var/run") / real.name / "k", SIZE)) == content
+    finally:
+        shutil.rmtree(real)
+
+
+def test_directory_links_as_an_unprivileged_user(shared_dir: Path) -> None:
+    real = shared_dir / "real"
+    real.mkdir()
+    nobody_owns(real, 0o700)
+    nobody_owns(make_file(real / "k", b"n" * SIZE), 0o400)
+    for name, owner in (("roots", 0), ("own", NOBODY), ("strangers", STRANGER)):
+        (shared_dir / name).symlink_to("real")
+        os.lchown(shared_dir / name, owner, owner)
+    result = run_as_nobody(f"""
+from securekeys import KeyFileError, read_key
+for name in ('roots', 'own', 'strangers'):
+    try:
+        read_key(os.path.join({str(shared_dir)!r}, name, 'k'), 32)
+        print(name, 'read')
+    except KeyFileError as e:
+        print(name, e.strerror)
+""")
+    assert result.stdout.decode().splitlines() == [
+        "roots read", "own read",
+        f"strangers refusing a path through the symbolic link {shared_dir}/strangers -> real owned by uid "
+        f"{STRANGER}: only links owned by root or uid {NOBODY} are followed; name the key by a path without it",
+    ], result
+
+
+def test_a_directory_link_swapped_during_the_read_is_caught(
+        private_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The stranger's link is in place when the file is opened and ours when
+    # the path is checked: the check must not vouch for the file it did not open.
+    via, _ = link_chain(private_dir, STRANGER)
+    (private_dir / "evil").mkdir()
+    make_file(private_dir / "evil" / "k", b"e" * SIZE)
+    via.unlink()
+    via.symlink_to("evil")
+    os.lchown(via, STRANGER, STRANGER)
+    real_open = os.open
+
+    def open_then_swap(path: str, flags: int, *args: int, **kwargs: int) -> int:
+        fd = real_open(path, flags, *args, **kwargs)
+        if str(path).endswith("via/k"):
+            (private_dir / "ours").symlink_to("real")
+            os.rename(private_dir / "ours", via)
+        return fd
+
+    monkeypatch.setattr(os, "open", open_then_swap)
+    with pytest.raises(KeyFileError, match="the path changed while the key was read: try again"):
+        read_key(via / "k", SIZE)
+
+
+def test_a_reader_never_gets_a_key_through_a_strangers_link(private_dir: Path) -> None:
+    # An attacker flips via between our link (-> real) and theirs (-> evil),
+    # as fast as it can, while we read via/k.
+    via, content = link_chain(private_dir, 0)
+    (private_dir / "evil").mkdir()
+    make_file(private_dir / "evil" / "k", b"e" * SIZE)
+    attacker = subprocess.Popen([sys.executable, "-c", f"""
+import os
+os.chdir({str(private_dir)!r})
+while True:
+    os.symlink('evil', 'tmp'); os.lchown('tmp', {STRANGER}, {STRANGER}); os.rename('tmp', 'via')
+    os.symlink('real', 'tmp'); os.rename('tmp', 'via')
+"""])
+    read: list[bytes] = []
+    refused = 0
+    try:
+        for _ in range(3000):
+            try:
+                key = read_key(via / "k", SIZE)
+            except KeyFileError:
+                refused += 1
+            else:
+                read.append(key_bytes(key))
+                key.destroy()
+    finally:
+        attacker.kill()
+        attacker.wait()
+    assert set(read) <= {content}
+    assert read and refused, (len(read), refused)
 
 
 @pytest.mark.parametrize("length", [0, 1, SIZE - 1, SIZE + 1, 4096])
