@@ -7,6 +7,7 @@ runs on the open file descriptor (no check-then-open race).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -21,7 +22,13 @@ StrOrBytesPath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
 # O_NOCTTY: opening a terminal must never make it this process's controlling terminal.
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK
+# Read permission is what fsync of a directory needs: O_PATH cannot fsync, and
+# O_WRONLY is refused for directories.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+# An unnamed file, linked into place when complete (no O_EXCL: that forbids the link).
+_UNNAMED_FLAGS = os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_TEMP_EXTRA = len(b"..") + 16 + len(b".tmp")   # ".NAME.<16 hex>.tmp" around the name
 _KEY_MODE = 0o400
 _PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC   # a link itself, not its target
 _MAX_SYMLINKS = 40   # the kernel's own limit for one path lookup
@@ -227,41 +234,94 @@ def write_key(path: StrOrBytesPath, key: SecureBuffer) -> None:
     """Write `key` to a new file at `path` with mode 0400, atomically.
 
     Never replaces anything: an existing path (even a dangling symlink) raises
-    FileExistsError.  The bytes go from guarded memory to a temporary file in
-    the same directory, which is fsynced and then linked into place; the
-    directory is fsynced too.  No partial key is ever visible under `path`,
-    and no temporary file is left behind on error.  A NOACCESS key is borrowed
+    FileExistsError.  The bytes go from guarded memory into an unnamed file
+    in the same directory (O_TMPFILE; where the filesystem lacks it, a
+    temporary `.NAME.<random>.tmp`), which is fsynced and then linked into
+    place; the directory is fsynced too, so it must be readable as well as
+    writable.  When write_key raises, nothing is left: no key under `path`,
+    no temporary file; the error names `path`.  A NOACCESS key is borrowed
     for the write and returned to NOACCESS.
     """
     if not isinstance(key, SecureBuffer):
         raise TypeError(f"write_key() takes a SecureBuffer, not {type(key).__name__}")
-    target = os.fsdecode(path)
-    if os.path.lexists(target):
-        raise FileExistsError(errno.EEXIST, "refusing to replace an existing file", target)
-    directory = os.path.dirname(target) or "."
-    temp = os.path.join(directory, f".{os.path.basename(target)}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(temp, _TEMP_FLAGS, _KEY_MODE)
+    where = os.fspath(path)
+    directory, name = os.path.split(os.fsencode(where))
     try:
+        if not name:
+            raise IsADirectoryError(errno.EISDIR, "a key path must end in a file name")
+        # Before anything exists: the directory must be open to fsync it at
+        # the end, and one we may not open (mode 0300) fails here, not after.
         try:
-            os.fchmod(fd, _KEY_MODE)   # independent of the umask
-            with key.reading() as view:
-                written = 0
-                while written < len(view):
-                    written += os.write(fd, view[written:])
-            os.fsync(fd)
+            dir_fd = os.open(directory or b".", _DIR_FLAGS)
+        except OSError as e:
+            hint = " (write_key opens it to fsync it: it needs read permission too)" if e.errno == errno.EACCES else ""
+            raise OSError(e.errno, f"cannot open its directory: {e.strerror}{hint}") from None
+        try:
+            _write_in(dir_fd, name, key)
         finally:
-            os.close(fd)
-        os.link(temp, target)   # fails with EEXIST rather than replacing
-    except BaseException:
-        os.unlink(temp)
-        raise
-    os.unlink(temp)
-    _fsync_directory(directory)
+            os.close(dir_fd)
+    except OSError as e:
+        # The user's path, never a temporary name they did not give.
+        raise OSError(e.errno, e.strerror, where) from None
 
 
-def _fsync_directory(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def _write_in(dir_fd: int, name: bytes, key: SecureBuffer) -> None:
     try:
+        os.lstat(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+    else:
+        raise FileExistsError(errno.EEXIST, "refusing to replace an existing file")
+    fd, temp, linked = -1, None, False
+    try:
+        # Borrowed before any file exists: borrowing a destroyed key is fatal
+        # and must not leave an empty file behind.
+        with key.reading() as view:
+            fd, temp = _new_file(dir_fd, name)
+            os.fchmod(fd, _KEY_MODE)   # independent of the umask
+            written = 0
+            while written < len(view):
+                written += os.write(fd, view[written:])
         os.fsync(fd)
+        if temp is None:   # the unnamed file gets its only name; never replaces (EEXIST)
+            os.link(b"/proc/self/fd/%d" % fd, name, dst_dir_fd=dir_fd)
+        else:
+            os.link(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+        linked = True
+        if temp is not None:
+            os.unlink(temp, dir_fd=dir_fd)
+            temp = None
+        os.fsync(dir_fd)
+    except BaseException:
+        if linked:
+            with contextlib.suppress(OSError):   # the first error is the one to report
+                _unlink_if_same(fd, dir_fd, name)
+        if temp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temp, dir_fd=dir_fd)
+        raise
     finally:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
+
+
+def _new_file(dir_fd: int, name: bytes) -> tuple[int, bytes | None]:
+    """An unnamed file in the directory, or where the filesystem (or a system
+    without /proc) cannot link one, a new temporary file beside `name`."""
+    if os.path.isdir(b"/proc/self/fd"):
+        try:
+            return os.open(".", _UNNAMED_FLAGS, _KEY_MODE, dir_fd=dir_fd), None
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR):   # EISDIR: kernel without O_TMPFILE
+                raise
+    # Within NAME_MAX whatever the name's length; 64 random bits keep it unique.
+    room = os.fpathconf(dir_fd, "PC_NAME_MAX") - _TEMP_EXTRA
+    temp = b".%s.%s.tmp" % (name[:room], secrets.token_hex(8).encode())
+    return os.open(temp, _TEMP_FLAGS, _KEY_MODE, dir_fd=dir_fd), temp
+
+
+def _unlink_if_same(fd: int, dir_fd: int, name: bytes) -> None:
+    """Take back the link we made, unless someone has replaced it since."""
+    ours, there = os.fstat(fd), os.lstat(name, dir_fd=dir_fd)
+    if (ours.st_dev, ours.st_ino) == (there.st_dev, there.st_ino):
+        os.unlink(name, dir_fd=dir_fd)

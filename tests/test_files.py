@@ -425,8 +425,32 @@ def test_eight_threads_read_the_same_key(private_dir: Path) -> None:
 
 # -- write_key ------------------------------------------------------------------
 
+# What a filesystem without O_TMPFILE does: write_key then uses a temporary name.
+FORCE_NAMED_TEMP = """
+import errno, os
+_os_open = os.open
+def _without_o_tmpfile(path, flags, *args, **kwargs):
+    if flags & os.O_TMPFILE == os.O_TMPFILE:
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+    return _os_open(path, flags, *args, **kwargs)
+os.open = _without_o_tmpfile
+"""
+
+
+@pytest.fixture(params=["O_TMPFILE", "named"])
+def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each write_key test runs both ways write_key can write: an unnamed
+    O_TMPFILE file, and a temporary name.  Returns the code that forces the
+    second way in a subprocess ("" for the first)."""
+    if request.param == "O_TMPFILE":
+        return ""
+    monkeypatch.setattr(os, "open", os.open)   # so that the test's end restores it
+    exec(FORCE_NAMED_TEMP, {})
+    return FORCE_NAMED_TEMP
+
+
 @pytest.mark.parametrize("umask", [0, 0o077, 0o777])
-def test_write_key_makes_a_0400_file_whatever_the_umask(private_dir: Path, umask: int) -> None:
+def test_write_key_makes_a_0400_file_whatever_the_umask(private_dir: Path, way: str, umask: int) -> None:
     key = create_key(SIZE)
     path = private_dir / "k"
     old = os.umask(umask)
@@ -435,7 +459,7 @@ def test_write_key_makes_a_0400_file_whatever_the_umask(private_dir: Path, umask
     finally:
         os.umask(old)
     st = os.stat(path)
-    assert stat.S_IMODE(st.st_mode) == 0o400 and st.st_uid == os.geteuid()
+    assert stat.S_IMODE(st.st_mode) == 0o400 and st.st_uid == os.geteuid() and st.st_nlink == 1
     assert key_bytes(read_key(path, SIZE)) == key_bytes(key)
     assert sorted(os.listdir(private_dir)) == ["k"]   # no temporary left
 
@@ -462,16 +486,68 @@ def test_write_key_rejects_non_secure_keys(private_dir: Path, key: object) -> No
     assert os.listdir(private_dir) == []
 
 
-def test_write_key_never_replaces(private_dir: Path) -> None:
+def test_write_key_never_replaces(private_dir: Path, way: str) -> None:
     existing = make_file(private_dir / "existing", b"old", 0o600)
     (private_dir / "link").symlink_to(existing)
     (private_dir / "dangling").symlink_to(private_dir / "nowhere")
     for name in ("existing", "link", "dangling"):
-        with pytest.raises(FileExistsError):
+        with pytest.raises(FileExistsError) as info:
             write_key(private_dir / name, create_key(SIZE))
+        assert info.value.filename == str(private_dir / name)
     assert existing.read_bytes() == b"old"
     assert not (private_dir / "nowhere").exists()
     assert sorted(os.listdir(private_dir)) == ["dangling", "existing", "link"]
+
+
+def test_racing_writers_of_one_path_one_wins(private_dir: Path, way: str) -> None:
+    path = private_dir / "k"
+    outcomes: list[str] = []
+
+    def writer() -> None:
+        try:
+            write_key(path, create_key(SIZE))
+            outcomes.append("wrote")
+        except FileExistsError:
+            outcomes.append("exists")
+
+    threads = [threading.Thread(target=writer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["exists"] * 7 + ["wrote"]
+    assert os.listdir(private_dir) == ["k"]
+
+
+@pytest.mark.parametrize("given, error, words", [
+    ("nodir/k", FileNotFoundError, "cannot open its directory: No such file or directory"),
+    ("file/k", NotADirectoryError, "cannot open its directory: Not a directory"),
+    ("existing", FileExistsError, "refusing to replace an existing file"),
+    ("sub/", IsADirectoryError, "a key path must end in a file name"),
+    ("n" * 256, OSError, "File name too long"),
+])
+def test_errors_name_the_path_given_and_leave_nothing(
+        private_dir: Path, monkeypatch: pytest.MonkeyPatch, way: str,
+        given: str, error: type[OSError], words: str) -> None:
+    make_file(private_dir / "file", b"f")
+    make_file(private_dir / "existing", b"e")
+    (private_dir / "sub").mkdir()
+    before = sorted(os.listdir(private_dir))
+    monkeypatch.chdir(private_dir)
+    for form in (given, os.fsencode(given)):
+        with pytest.raises(error) as info:
+            write_key(form, create_key(SIZE))
+        assert info.value.filename == form and info.value.strerror == words
+        assert ".tmp" not in str(info.value)
+    assert sorted(os.listdir(private_dir)) == before and os.listdir(private_dir / "sub") == []
+
+
+@pytest.mark.parametrize("length", [1, 233, 234, 255])
+def test_write_key_takes_every_name_up_to_name_max(private_dir: Path, way: str, length: int) -> None:
+    # The temporary name ".NAME.<16 hex>.tmp" is 22 bytes longer than NAME.
+    path = private_dir / ("n" * length)
+    write_key(path, create_key(SIZE))
+    assert os.listdir(private_dir) == [path.name] and os.path.getsize(path) == SIZE
 
 
 def test_write_key_into_a_missing_directory(private_dir: Path) -> None:
@@ -479,30 +555,97 @@ def test_write_key_into_a_missing_directory(private_dir: Path) -> None:
         write_key(private_dir / "no" / "k", create_key(SIZE))
 
 
-def test_write_key_in_a_read_only_directory(private_dir: Path) -> None:
-    # Root ignores directory permissions, so write as an unprivileged user.
-    target = private_dir / "ro"
-    target.mkdir(mode=0o500)
-    os.chown(target, 65534, 65534)
-    os.chmod(private_dir, 0o755)
-
-    result = run_python(f"""
-import os
+def test_write_key_in_a_read_only_directory(shared_dir: Path, way: str) -> None:
+    readonly = shared_dir / "ro"
+    readonly.mkdir()
+    nobody_owns(readonly, 0o500)
+    (shared_dir / "rw").mkdir()
+    nobody_owns(shared_dir / "rw", 0o700)
+    result = run_as_nobody(way + f"""
 from securekeys import create_key, write_key
-if os.geteuid() == 0:   # after start-up: the interpreter lives under /root
-    os.setgid(65534)
-    os.setuid(65534)
+write_key({str(shared_dir / 'rw' / 'k')!r}, create_key(32))   # the same user can write here
 try:
-    write_key({str(target / 'k')!r}, create_key(32))
+    write_key({str(readonly / 'k')!r}, create_key(32))
 except PermissionError as e:
-    print('PermissionError', e.filename)
+    print(e.filename, e.strerror)
 """)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(b"PermissionError"), result.stdout
-    assert os.listdir(target) == []
+    assert result.stdout.decode() == f"{readonly / 'k'} Permission denied\n", result
+    assert os.listdir(readonly) == [] and os.listdir(shared_dir / "rw") == ["k"]
 
 
-def test_failed_write_leaves_nothing_behind(private_dir: Path) -> None:
+def test_write_key_into_a_directory_it_cannot_read_leaves_nothing(shared_dir: Path, way: str) -> None:
+    # A 0300 directory (write and search, no read) takes new files, but
+    # cannot be opened to fsync it: write_key must fail before it creates any.
+    drop = shared_dir / "drop"
+    drop.mkdir()
+    nobody_owns(drop, 0o300)
+    result = run_as_nobody(way + f"""
+from securekeys import create_key, write_key
+try:
+    write_key({str(drop / 'k')!r}, create_key(32))
+except PermissionError as e:
+    print(e.filename, e.strerror)
+""")
+    assert result.stdout.decode() == (
+        f"{drop / 'k'} cannot open its directory: Permission denied "
+        "(write_key opens it to fsync it: it needs read permission too)\n"), result
+    assert os.listdir(drop) == []
+
+
+def test_a_failed_directory_fsync_takes_the_key_back(private_dir: Path, way: str) -> None:
+    path = private_dir / "k"
+    result = run_python(way + f"""
+import errno, os, stat
+from securekeys import create_key, write_key
+real_fsync = os.fsync
+def fsync(fd):
+    if stat.S_ISDIR(os.fstat(fd).st_mode):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+    real_fsync(fd)
+os.fsync = fsync
+try:
+    write_key({str(path)!r}, create_key(32))
+except OSError as e:
+    print(e.errno, e.filename)
+""")
+    assert result.stdout.decode() == f"{errno.EIO} {path}\n", result
+    assert os.listdir(private_dir) == []
+
+
+def test_taking_the_key_back_spares_a_file_that_replaced_it(private_dir: Path, way: str) -> None:
+    # Someone renames their own file over the new key before the directory
+    # fsync fails: write_key takes back only what it linked.
+    path = private_dir / "k"
+    theirs = make_file(private_dir / "theirs", b"t" * SIZE)
+    result = run_python(way + f"""
+import errno, os, stat
+from securekeys import create_key, write_key
+def fsync(fd):
+    if stat.S_ISDIR(os.fstat(fd).st_mode):
+        os.rename({str(theirs)!r}, {str(path)!r})
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+os.fsync = fsync
+try:
+    write_key({str(path)!r}, create_key(32))
+except OSError as e:
+    print(e.errno)
+""")
+    assert result.stdout.decode() == f"{errno.EIO}\n", result
+    assert os.listdir(private_dir) == ["k"] and path.read_bytes() == b"t" * SIZE
+
+
+def test_a_destroyed_key_dies_before_any_file_exists(private_dir: Path, way: str) -> None:
+    assert_dies(way + f"""
+from securekeys import create_key, write_key
+key = create_key(32)
+key.destroy()
+write_key({str(private_dir / 'k')!r}, key)
+print('REACHED')
+""", signal.SIGABRT, "destroyed")
+    assert os.listdir(private_dir) == []
+
+
+def test_failed_write_leaves_nothing_behind(private_dir: Path, way: str) -> None:
     # RLIMIT_FSIZE makes the write itself fail (EFBIG) after the temporary
     # file exists: it must be removed and nothing linked into place.
     def small_files() -> None:
@@ -510,34 +653,41 @@ def test_failed_write_leaves_nothing_behind(private_dir: Path) -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
 
-    result = run_python(f"""
+    path = private_dir / "k"
+    result = run_python(way + f"""
 from securekeys import create_key, write_key
 try:
-    write_key({str(private_dir / 'k')!r}, create_key(100_000))
+    write_key({str(path)!r}, create_key(100_000))
 except OSError as e:
-    print('OSError', e.errno)
+    print('OSError', e.errno, e.filename)
 """, preexec_fn=small_files)
-    assert result.stdout.strip() == f"OSError {errno.EFBIG}".encode(), result
+    assert result.stdout.decode() == f"OSError {errno.EFBIG} {path}\n", result
     assert os.listdir(private_dir) == []
 
 
-def test_write_killed_before_the_link_leaves_no_key(private_dir: Path) -> None:
-    # Kill the writer for real between the temporary write and the link:
-    # the fsync of the temporary file is the last step before linking.
-    result = run_python(f"""
-import os, signal
-from securekeys import create_key, files
+def test_write_killed_before_the_link_leaves_no_key(private_dir: Path, way: str) -> None:
+    # Kill the writer for real between the write and the link: the fsync of
+    # the key's file is the last step before linking.  The longest name shows
+    # that a temporary name stays within NAME_MAX.
+    name = "k" * 255
+    result = run_python(way + f"""
+import os, signal, stat
+from securekeys import create_key, write_key
 real_fsync = os.fsync
 def fsync_then_die(fd):
     real_fsync(fd)
-    if os.path.basename(os.readlink(f'/proc/self/fd/{{fd}}')).endswith('.tmp'):
+    if stat.S_ISREG(os.fstat(fd).st_mode):
         os.kill(os.getpid(), signal.SIGKILL)
 os.fsync = fsync_then_die
-files.write_key({str(private_dir / 'k')!r}, create_key(4096))
+write_key({str(private_dir / name)!r}, create_key(4096))
 print('REACHED')
 """)
     assert result.returncode == -signal.SIGKILL, result
-    assert not (private_dir / "k").exists()
+    left = os.listdir(private_dir)
+    if way:   # only a recognisable temporary file, never a key
+        assert len(left) == 1 and re.fullmatch(r"\.k{233}\.[0-9a-f]{16}\.tmp", left[0]), left
+    else:     # an unnamed file vanishes with its process
+        assert left == []
 
 
 def test_write_killed_at_random_moments_is_never_partial(private_dir: Path) -> None:
@@ -556,10 +706,33 @@ for i in range(1000):
         proc.wait()
         for name in os.listdir(private_dir):
             path = private_dir / name
-            if name.startswith("k"):
-                assert path.stat().st_size == 65536
-                assert stat.S_IMODE(path.stat().st_mode) == 0o400
+            assert name.startswith("k"), name   # O_TMPFILE: no temporary name, ever
+            assert path.stat().st_size == 65536
+            assert stat.S_IMODE(path.stat().st_mode) == 0o400
             path.unlink()
+
+
+def test_a_reader_racing_the_writer_sees_nothing_or_the_whole_key(private_dir: Path) -> None:
+    # The key's name appears complete, with one link: never a partial file,
+    # and never the second link a temporary name would add (read_key refuses those).
+    count = 100
+    writer = subprocess.Popen([sys.executable, "-c", f"""
+import os
+from securekeys import create_key, write_key
+for i in range({count}):
+    write_key(os.path.join({str(private_dir)!r}, f'k{{i}}'), create_key({SIZE}))
+"""])
+    try:
+        for i in range(count):
+            while True:
+                try:
+                    read_key(private_dir / f"k{i}", SIZE).destroy()
+                    break
+                except FileNotFoundError:
+                    assert writer.poll() is None or (private_dir / f"k{i}").exists()
+    finally:
+        writer.wait()
+    assert writer.returncode == 0
 
 
 # -- the command line -----------------------------------------------------------
