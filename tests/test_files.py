@@ -646,21 +646,21 @@ print('REACHED')
 
 
 def test_failed_write_leaves_nothing_behind(private_dir: Path, way: str) -> None:
-    # RLIMIT_FSIZE makes the write itself fail (EFBIG) after the temporary
-    # file exists: it must be removed and nothing linked into place.
-    def small_files() -> None:
-        import resource
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
-
+    # RLIMIT_FSIZE makes the write itself fail (EFBIG) after the file exists:
+    # it must go and nothing be linked into place.  The key is made first
+    # (secretmem memory counts against RLIMIT_FSIZE too).
     path = private_dir / "k"
     result = run_python(way + f"""
+import resource, signal
 from securekeys import create_key, write_key
+key = create_key(100_000)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
 try:
-    write_key({str(path)!r}, create_key(100_000))
+    write_key({str(path)!r}, key)
 except OSError as e:
     print('OSError', e.errno, e.filename)
-""", preexec_fn=small_files)
+""")
     assert result.stdout.decode() == f"OSError {errno.EFBIG} {path}\n", result
     assert os.listdir(private_dir) == []
 
