@@ -335,13 +335,18 @@ def test_a_reader_never_gets_a_key_through_a_strangers_link(private_dir: Path) -
     attacker = subprocess.Popen([sys.executable, "-c", f"""
 import os
 os.chdir({str(private_dir)!r})
+started = False
 while True:
     os.symlink('evil', 'tmp'); os.lchown('tmp', {STRANGER}, {STRANGER}); os.rename('tmp', 'via')
     os.symlink('real', 'tmp'); os.rename('tmp', 'via')
-"""])
+    if not started:
+        print('flipping', flush=True)
+        started = True
+"""], stdout=subprocess.PIPE)
     read: list[bytes] = []
     refused = 0
     try:
+        assert attacker.stdout is not None and attacker.stdout.readline() == b"flipping\n"
         for _ in range(3000):
             try:
                 key = read_key(via / "k", SIZE)
