@@ -4,19 +4,30 @@ create PATH [--size N]   write a new random key file (0400, atomic, exclusive)
 check PATH [--size N]    run every read_key check on a key file
 info                     what protection keys get in this process
 
-Errors are one line on stderr and exit status 1 (2 for usage errors).
+Whatever happens, at most one line goes to stderr: an error is exit status 1
+(2 for usage errors); Ctrl-C ends the process by SIGINT (status 130 in the
+shell).  A reader that closes standard output early is not an error.
 """
 
 from __future__ import annotations
 
 import argparse
-import stat
+import contextlib
+import errno
+import os
+import signal
 import sys
+from collections.abc import Callable
 
+import securekeys
 from securekeys import SecureBuffer, SecureKey, create_key, report, write_key
-from securekeys.files import fill_key_from_file
+from securekeys.files import fill_key_from_file, octal_mode
 
 DEFAULT_SIZE = 32
+# A key, not a data file: room for any key format in use (RSA-16384, Classic
+# McEliece secret keys near 14 KB), while a slip such as --size 100000000
+# is refused before any memory is locked or anything is written.
+MAX_SIZE = 64 * 1024
 
 
 def _size(text: str) -> int:
@@ -26,6 +37,8 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    if value > MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"{value} is too large: a key is at most {MAX_SIZE} bytes (64 KiB)")
     return value
 
 
@@ -33,41 +46,51 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="securekeys",
         description="Create, check and inspect key files kept out of ordinary memory.",
+        epilog="example: securekeys create app.key && securekeys check app.key",
     )
+    parser.add_argument("--version", action="version", version=f"securekeys {securekeys.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     create = commands.add_parser("create", help="write a new random key file (mode 0400)",
                                  description="Write a new random key to PATH: created exclusively "
-                                 "(never replaces a file), mode 0400, fsynced, atomic.")
+                                 "(never replaces a file), mode 0400, fsynced, atomic.",
+                                 epilog="example: securekeys create /etc/myapp/app.key --size 32")
     check = commands.add_parser("check", help="verify a key file as read_key would",
                                 description="Run every read_key check on PATH (regular file, "
-                                "owner, permissions, exact size) and say what was verified.")
+                                "owner, permissions, hard links, symbolic links, exact size) "
+                                "and say what was verified.",
+                                epilog="example: securekeys check /etc/myapp/app.key --size 32")
     for command, size_help in ((create, "key size"), (check, "expected key size")):
         command.add_argument("path", metavar="PATH")
         command.add_argument("--size", type=_size, default=DEFAULT_SIZE, metavar="N",
-                             help=f"{size_help} in bytes (default {DEFAULT_SIZE})")
+                             help=f"{size_help} in bytes, 1 to {MAX_SIZE} (default {DEFAULT_SIZE})")
     commands.add_parser("info", help="show the protection keys get in this process",
                         description="Show libsodium's version, whether keys get mlocked, "
-                        "RLIMIT_MEMLOCK, the core-dump limit and vm.max_map_count.")
+                        "RLIMIT_MEMLOCK, the core-dump limit and vm.max_map_count.",
+                        epilog="example: securekeys info")
     return parser
 
 
-def _create(path: str, size: int) -> None:
-    with create_key(size) as key:
-        write_key(path, key)
-    print(f"{path}: wrote a new {size}-byte key (mode 0400)")
+def _create(args: argparse.Namespace) -> list[str]:
+    with create_key(args.size) as key:
+        write_key(args.path, key)
+    return [f"{args.path}: wrote a new {args.size}-byte key (mode 0400)"]
 
 
-def _check(path: str, size: int) -> None:
+def _check(args: argparse.Namespace) -> list[str]:
     # Report what read_key verified on the open file (its fstat), without a
     # second look at the path, which could name another file by now.
-    key = SecureKey(size)
-    verified = fill_key_from_file(key, path)
+    key = SecureKey(args.size)
+    verified = fill_key_from_file(key, args.path)
     with key:
-        print(f"{path}: OK")
-        print("  not a symbolic link; a regular file")
-        print(f"  owned by uid {verified.st_uid} (this process's effective uid)")
-        print(f"  mode {stat.S_IMODE(verified.st_mode):#o}: no group or other permissions")
-        print(f"  exactly {size} bytes, read into guarded memory ({'locked' if key.locked else 'NOT locked'})")
+        locked = key.locked
+    return [
+        f"{args.path}: OK",
+        "  a regular file with one name: not a symbolic link, no other hard link",
+        "  reached through no symbolic link that anyone but root or this user could have made",
+        f"  owned by uid {verified.st_uid} (this process's effective uid)",
+        f"  mode {octal_mode(verified.st_mode)}: no group or other permissions",
+        f"  exactly {args.size} bytes, read into guarded memory ({'locked' if locked else 'NOT locked'})",
+    ]
 
 
 def _limit(value: int | None) -> str:
@@ -86,7 +109,9 @@ def info_lines() -> list[str]:
         f"keys are mlocked: {'yes' if locked else 'NO (they may be swapped to disk)'}",
         f"lock policy: {facts['lock_policy']}",
         f"RLIMIT_MEMLOCK: soft {_limit(memlock[0])}, hard {_limit(memlock[1])} bytes",
-        f"locked by securekeys: {facts['locked_bytes']} bytes",
+        f"locked by securekeys: {facts['locked_bytes']} bytes of guarded pool memory reserved for keys "
+        f"(guard pages included; {facts['pool_bytes']} bytes of free key slots kept for reuse), "
+        "reserved by the probe that tested mlock above",
         f"live secure buffers: {facts['live_buffers']} ({facts['unlocked_buffers']} not locked)",
         f"core dump limit (RLIMIT_CORE): soft {_limit(core[0])}, hard {_limit(core[1])} bytes",
         f"dumpable: {'yes' if facts['dumpable'] else 'no'}",
@@ -95,24 +120,59 @@ def info_lines() -> list[str]:
     ]
 
 
+_COMMANDS: dict[str, Callable[[argparse.Namespace], list[str]]] = {
+    "create": _create,
+    "check": _check,
+    "info": lambda args: info_lines(),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
     try:
-        if args.command == "create":
-            _create(args.path, args.size)
-        elif args.command == "check":
-            _check(args.path, args.size)
-        else:
-            print("\n".join(info_lines()))
-    except (OSError, ValueError, TypeError, MemoryError) as error:
-        print(f"securekeys: error: {_describe(error)}", file=sys.stderr)
+        args = _parser().parse_args(argv)
+        try:
+            lines = _COMMANDS[args.command](args)
+        except (OSError, ValueError, TypeError, MemoryError) as error:
+            _say(f"error: {_describe(error)}")
+            return 1
+        return _print(lines, args.command)
+    except KeyboardInterrupt:
+        _say("interrupted")
+        # Die of SIGINT rather than exit 130, as Python itself does: a shell
+        # running us in a loop or script then stops too (status 130).
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+        return 130   # only if SIGINT is blocked
+
+
+def _print(lines: list[str], command: str) -> int:
+    """The report of a command that did its job; a closed stdout does not undo it."""
+    try:
+        if sys.stdout is not None:   # None: started with stdout closed
+            sys.stdout.write("".join(f"{line}\n" for line in lines))
+            sys.stdout.flush()
+    except OSError as error:
+        # Nothing more can reach stdout; point it at /dev/null so that the
+        # interpreter's last flush at exit has nothing to complain about.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        if error.errno == errno.EPIPE:
+            return 0   # the reader stopped reading: its choice, not our failure
+        _say(f"error: standard output: {error.strerror} (the {command} itself succeeded)")
         return 1
     return 0
 
 
+def _say(message: str) -> None:
+    with contextlib.suppress(OSError, ValueError, AttributeError):   # stderr may be gone too
+        print(f"securekeys: {message}", file=sys.stderr, flush=True)
+
+
 def _describe(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
-        where = f"{error.filename}: " if error.filename is not None else ""
+        where = f"{os.fsdecode(error.filename)}: " if error.filename is not None else ""
         return f"{where}{error.strerror}"
     return str(error)
 
