@@ -65,7 +65,13 @@ sodium.randombytes_buf(_canary, _CANARY_SIZE)
 _take_spares()
 _install_fault_handler()
 if os.environ.get("SECUREKEYS_BACKEND"):
-    set_backend(os.environ["SECUREKEYS_BACKEND"])
+    # A backend that cannot be had is refused at the first allocation, not
+    # here: an import error would reach a user of the command line as a
+    # traceback, and no key can exist before that first allocation anyway.
+    try:
+        set_backend(os.environ["SECUREKEYS_BACKEND"])
+    except (ValueError, OSError) as refusal:
+        _backend_refusal = refusal
 
 
 def libsodium_version():

@@ -29,3 +29,24 @@ def _at_eof(int fd):
     finally:
         sodium.sodium_memzero(&probe, 1)
     return got == 0
+
+
+RESOLVE_NO_XDEV = system.RESOLVE_NO_XDEV
+RESOLVE_NO_MAGICLINKS = system.RESOLVE_NO_MAGICLINKS
+RESOLVE_NO_SYMLINKS = system.RESOLVE_NO_SYMLINKS
+RESOLVE_BENEATH = system.RESOLVE_BENEATH
+
+
+def _openat2(int dir_fd, path, int flags, unsigned long long resolve):
+    """openat2(2): open `path` (str or bytes) relative to `dir_fd` under the
+    RESOLVE_* restrictions; the new fd, or OSError naming `path` (ELOOP: a
+    forbidden link; ENOSYS: a kernel older than Linux 5.6)."""
+    cdef bytes encoded = os.fsencode(path)
+    cdef const char *c_path = encoded
+    cdef int fd
+    with nogil:
+        fd = system.openat2(dir_fd, c_path, flags, resolve)
+    if fd < 0:
+        err = errno
+        raise OSError(err, strerror(err).decode("utf-8", "replace"), path)
+    return fd

@@ -34,6 +34,7 @@ def _set_pool_limit(size_t limit):
 def _allocator_stats():
     """Numbers for report(): backend, policy, pool and lock accounting."""
     _settle_fork()
+    _require_backend()
     cdef void *node = _registry_head
     cdef SecureBuffer buf
     cdef Py_ssize_t unlocked = 0

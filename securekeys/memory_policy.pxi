@@ -10,6 +10,7 @@ cdef enum:
 cdef tuple _BACKENDS = ("sodium", "secretmem")
 cdef tuple _POLICIES = ("best-effort", "warn", "require")
 cdef int _backend = BACKEND_SODIUM
+cdef object _backend_refusal = None   # why SECUREKEYS_BACKEND cannot be honoured
 cdef int _lock_policy = POLICY_BEST_EFFORT
 cdef bint _warned_unlocked = False
 
@@ -53,7 +54,7 @@ def set_backend(name):
     map.  OSError when this kernel does not offer it.  Existing buffers stay
     where they are.
     """
-    global _backend
+    global _backend, _backend_refusal
     if name not in _BACKENDS:
         raise ValueError(f"backend must be 'sodium' or 'secretmem', not {name!r}")
     cdef int fd
@@ -65,6 +66,15 @@ def set_backend(name):
                                f"failed: {strerror(err).decode()}")
         close(fd)
     _backend = _BACKENDS.index(name)
+    _backend_refusal = None
+
+
+cdef inline int _require_backend() except -1:
+    # Every allocation starts here: a SECUREKEYS_BACKEND that could not be
+    # had at start-up is an error now (with the message it had then).
+    if _backend_refusal is not None:
+        raise type(_backend_refusal)(*_backend_refusal.args)
+    return 0
 
 
 def get_backend():

@@ -146,6 +146,7 @@ cdef inline void _pool_remove(Slot *slot) noexcept:
 cdef Slot *_slot_take(size_t size, unsigned char **data) except NULL:
     """A zero-filled READWRITE slot whose last `size` bytes are the data."""
     global _locked_bytes
+    _require_backend()
     cdef size_t pages = (size + _CANARY_SIZE + _page_size - 1) // _page_size
     cdef Slot *slot = NULL
     cdef Chunk *chunk
@@ -332,6 +333,7 @@ cdef Slot *_ring_take(Ring *ring, size_t size, unsigned char **data) except NULL
     if size != ring.key_size:
         raise ValueError(f"this KeyRing holds {ring.key_size}-byte keys, not {size}")
     if ring.free == NULL:
+        _require_backend()
         _ring_grow(ring)
     slot = ring.free
     _apply_lock_policy(slot.locked)

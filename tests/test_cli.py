@@ -212,9 +212,9 @@ def test_ctrl_c_is_one_line_and_death_by_sigint(private_dir: Path, command: str,
         assert os.listdir(private_dir) == []
 
 
-@pytest.mark.xfail(strict=True, reason="the package's own import fails before __main__ runs: needs _memory "
-                   "to report a bad SECUREKEYS_BACKEND without raising at import (or an entry point "
-                   "outside the package)")
-def test_a_bad_backend_is_one_line() -> None:
-    done = cli("info", env=dict(os.environ, SECUREKEYS_BACKEND="bogus"))
+@pytest.mark.parametrize("command", [["info"], ["create", "k"]])
+def test_a_bad_backend_is_one_line(command: list[str], private_dir: os.PathLike[str]) -> None:
+    done = cli(*command, env=dict(os.environ, SECUREKEYS_BACKEND="bogus"), cwd=private_dir)
     assert done.returncode == 1 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "bogus" in done.stderr
+    assert os.listdir(private_dir) == []

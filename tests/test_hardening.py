@@ -111,6 +111,27 @@ def test_bad_lock_policy_and_backend() -> None:
     assert securekeys.get_backend() == "sodium"
 
 
+def test_a_bad_backend_in_the_environment_refuses_every_allocation() -> None:
+    # Import succeeds (the command line must be able to say it in one line);
+    # no key, buffer, ring key or report exists on a backend nobody asked for.
+    result = run_python("""
+import securekeys
+for make in (lambda: securekeys.create_key(32), lambda: securekeys.SecureBuffer(8),
+             lambda: securekeys.KeyRing(32).create_key(), securekeys.report):
+    try:
+        make()
+        print("ALLOCATED")
+    except ValueError as refusal:
+        print("REFUSED", "tmpfs" in str(refusal))
+print(securekeys._memory.live_buffers())
+securekeys.set_backend("sodium")     # an explicit choice replaces the bad one
+securekeys.create_key(32).destroy()
+print("OK")
+""", env=dict(os.environ, SECUREKEYS_BACKEND="tmpfs"))
+    assert result.returncode == 0, result
+    assert result.stdout.decode().split("\n") == ["REFUSED True"] * 4 + ["0", "OK", ""]
+
+
 def test_report_counts_what_is_live_and_locked() -> None:
     before = report()
     keys = [create_key(32) for _ in range(10)]

@@ -1,5 +1,6 @@
 # Linux declarations that Cython's own libc/posix .pxd files lack
-# (prctl, memfd_secret, poll, pthread_atfork, MAP_FIXED_NOREPLACE), and the
+# (prctl, memfd_secret, openat2, poll, pthread_atfork, MAP_FIXED_NOREPLACE),
+# and the
 # one C helper that hands a signal on to a saved action.
 #
 # Plain declarations without `except` clauses, like sodium.pxd: the caller
@@ -27,6 +28,37 @@ cdef extern from *:
     }
     """
     int memfd_secret "securekeys_memfd_secret" () nogil
+
+cdef extern from *:
+    """
+    #include <errno.h>
+    #include <stdint.h>
+    #include <sys/syscall.h>
+    #include <unistd.h>
+    /* openat2(2) (Linux 5.6) has no glibc wrapper.  struct open_how and the
+       RESOLVE_* bits are kernel ABI (linux/openat2.h), spelled out here so
+       that the build needs no kernel headers. */
+    struct securekeys_open_how { uint64_t flags; uint64_t mode; uint64_t resolve; };
+    static int securekeys_openat2(int dir_fd, const char *path, int flags, unsigned long long resolve) {
+    #ifdef SYS_openat2
+        struct securekeys_open_how how = { (uint64_t) (unsigned int) flags, 0, resolve };
+        return (int) syscall(SYS_openat2, dir_fd, path, &how, sizeof(how));
+    #else
+        errno = ENOSYS;
+        return -1;
+    #endif
+    }
+    #define SECUREKEYS_RESOLVE_NO_XDEV 0x01
+    #define SECUREKEYS_RESOLVE_NO_MAGICLINKS 0x02
+    #define SECUREKEYS_RESOLVE_NO_SYMLINKS 0x04
+    #define SECUREKEYS_RESOLVE_BENEATH 0x08
+    """
+    int openat2 "securekeys_openat2" (int dir_fd, const char *path, int flags, unsigned long long resolve) nogil
+    enum:
+        RESOLVE_NO_XDEV "SECUREKEYS_RESOLVE_NO_XDEV"
+        RESOLVE_NO_MAGICLINKS "SECUREKEYS_RESOLVE_NO_MAGICLINKS"
+        RESOLVE_NO_SYMLINKS "SECUREKEYS_RESOLVE_NO_SYMLINKS"
+        RESOLVE_BENEATH "SECUREKEYS_RESOLVE_BENEATH"
 
 cdef extern from "poll.h" nogil:
     struct pollfd:
