@@ -45,7 +45,7 @@ wheel: prerequisites $(TOOLS)
 	PATH='$(abspath $(VENV))/bin':"$$PATH" $(PY) -m auditwheel repair --strip --wheel-dir $(DIST) $(BUILT)/*.whl
 	cp $(BUILT)/*.tar.gz $(DIST)/
 	$(PY) -m auditwheel show $(DIST)/*.whl
-	@echo "bundled in the wheel:" && $(PY) -m zipfile -l $(DIST)/*.whl | grep 'securekeys\.libs/.'
+	@echo "bundled in the wheel:" && $(PY) -m zipfile -l $(DIST)/*.whl | grep 'securekeys\.libs/[^ ]'
 
 demo: setup
 	$(PY) -m securekeys.demo
