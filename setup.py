@@ -1,23 +1,28 @@
-"""Build the Cython extension against the system libsodium.
+"""Build the Cython extensions against the system libsodium.
 
-Before compiling anything, check that sodium.h can be found, so that a machine
-without the libsodium headers gets one sentence saying what to install rather
-than a compiler error dump.
+Every securekeys/*.pyx is one extension module.  Before compiling anything,
+check the tool chain in the order a build needs it (a C compiler, Python's
+headers, libsodium's headers), so that a machine missing one of them gets one
+sentence naming what to install rather than a compiler error dump.
+
+Cython runs only when extensions are built (not for an sdist), so an sdist
+carries the .pyx sources and no generated .c.
 """
 
+import glob
 import os
 import shutil
 import subprocess
+import sysconfig
 import tempfile
 
 from setuptools import Extension, setup
+from setuptools._distutils.ccompiler import CCompiler
 from setuptools.command.build_ext import build_ext
 
-MISSING_SODIUM = (
-    "securekeys needs the libsodium headers (sodium.h) to build: install them "
-    "with `apt-get install libsodium-dev` (Debian/Ubuntu), `dnf install "
-    "libsodium-devel` (Fedora) or `brew install libsodium` (macOS), then retry."
-)
+# SECUREKEYS_CYTHON_TRACE=1: a line-tracing build, for coverage of Cython code.
+TRACE = os.environ.get("SECUREKEYS_CYTHON_TRACE") == "1"
+APT_HINT = "on Debian/Ubuntu, `apt-get install {}`, then retry."
 
 
 def pkg_config(*args: str) -> list[str]:
@@ -39,56 +44,91 @@ def sodium_library_dirs() -> list[str]:
 
 class BuildExt(build_ext):
     def run(self) -> None:
-        self._require_sodium_header()
+        self._check_toolchain()
+        from Cython.Build import cythonize
+
+        # Cython runs here, when extensions are built, not when setup.py is
+        # loaded: an sdist then carries the .pyx and no generated .c.  The
+        # Extension objects stay those setuptools prepared; only their
+        # sources change from .pyx to the generated .c.
+        generated = {ext.name: ext for ext in cythonize(
+            self.extensions, include_path=["."], compiler_directives={"linetrace": TRACE})}
+        for ext in self.extensions:
+            ext.sources = generated[ext.name].sources
         super().run()
 
-    def _require_sodium_header(self) -> None:
+    def _check_toolchain(self) -> None:
+        """Stop with one sentence at the first missing piece of the tool chain."""
         from setuptools._distutils.ccompiler import new_compiler
-        from setuptools._distutils.errors import CompileError
         from setuptools._distutils.sysconfig import customize_compiler
 
         compiler = new_compiler()
-        customize_compiler(compiler)
-        with tempfile.TemporaryDirectory() as tmp:
-            probe = os.path.join(tmp, "probe.c")
-            with open(probe, "w") as f:
-                f.write("#include <sodium.h>\nint main(void) { return sodium_init(); }\n")
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            saved = os.dup(2)
-            os.dup2(devnull, 2)   # the compiler's own complaint is noise here
-            try:
-                compiler.compile([probe], output_dir=tmp,
-                                 include_dirs=sodium_include_dirs())
-                found = True
-            except CompileError:
-                found = False
-            finally:
-                os.dup2(saved, 2)
-                os.close(saved)
-                os.close(devnull)
-        if not found:
-            raise SystemExit(MISSING_SODIUM)
+        customize_compiler(compiler)   # honours CC, as the real build will
+        program = compiler.compiler_so[0]
+        if shutil.which(program) is None:
+            raise SystemExit(f"securekeys needs a C compiler to build, and `{program}` "
+                             f"was not found: {APT_HINT.format('gcc libc6-dev')}")
+        probes = [
+            ("#include <stdio.h>\n", [],
+             f"the C compiler `{program}` cannot compile a trivial C file (are the C "
+             f"library headers missing?): {APT_HINT.format('libc6-dev')}"),
+            ("#include <Python.h>\n", [sysconfig.get_paths()["include"]],
+             f"securekeys needs Python's C headers (Python.h) to build: "
+             f"{APT_HINT.format('python3-dev')}"),
+            ("#include <sodium.h>\nint probe(void) { return sodium_init(); }\n",
+             sodium_include_dirs(),
+             f"securekeys needs the libsodium headers (sodium.h) to build: "
+             f"{APT_HINT.format('libsodium-dev')}"),
+        ]
+        for source, include_dirs, missing in probes:
+            if not _compiles(compiler, source, include_dirs):
+                raise SystemExit(missing)
+
+
+def _compiles(compiler: CCompiler, source: str, include_dirs: list[str]) -> bool:
+    """Whether `compiler` compiles `source` to an object file (no linking)."""
+    from setuptools._distutils.errors import CompileError
+
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = os.path.join(tmp, "probe.c")
+        with open(probe, "w") as f:
+            f.write(source)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        saved = os.dup(2)
+        os.dup2(devnull, 2)   # the compiler's own complaint is noise here
+        try:
+            compiler.compile([probe], output_dir=tmp, include_dirs=include_dirs)
+            return True
+        except CompileError:
+            return False
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
 
 
 def extensions() -> list[Extension]:
     """One extension per securekeys/*.pyx, each linked against libsodium."""
-    from Cython.Build import cythonize
-
-    trace = os.environ.get("SECUREKEYS_CYTHON_TRACE") == "1"
-    macros = [("CYTHON_TRACE_NOGIL", "1")] if trace else []
-    modules = [
+    sources = sorted(glob.glob("securekeys/*.pyx"))
+    if not sources:
+        # An sdist or checkout without the Cython sources would otherwise
+        # "succeed" with a wheel holding no extension module at all.
+        raise SystemExit(
+            f"securekeys: no extension sources (securekeys/*.pyx, at least "
+            f"securekeys/_memory.pyx) in {os.path.abspath('securekeys')}: this source "
+            f"tree or sdist is incomplete; build from a full checkout or a complete sdist.")
+    macros = [("CYTHON_TRACE_NOGIL", "1")] if TRACE else []
+    return [
         Extension(
-            f"securekeys.{name[:-len('.pyx')]}",
-            [f"securekeys/{name}"],
+            source[:-len(".pyx")].replace("/", "."),
+            [source],
             include_dirs=sodium_include_dirs(),
             library_dirs=sodium_library_dirs(),
             libraries=["sodium"],
             define_macros=macros,
         )
-        for name in sorted(os.listdir("securekeys"))
-        if name.endswith(".pyx")
+        for source in sources
     ]
-    return cythonize(modules, compiler_directives={"linetrace": trace}, include_path=["."])
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})

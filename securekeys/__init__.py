@@ -7,6 +7,7 @@ NOACCESS or after destroy()) ends the process; bad input raises an exception.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 
 from securekeys._memory import (
@@ -50,7 +51,17 @@ __all__ = [
     "write_key",
 ]
 
-__version__ = "0.1.0"
+def _installed_version() -> str:
+    """The version pyproject.toml gave the installed distribution: the one place it is set."""
+    try:
+        return importlib.metadata.version("securekeys")
+    except importlib.metadata.PackageNotFoundError:
+        # Imported from a source tree that was built in place but never
+        # installed: no metadata to ask, and no second copy of the number.
+        return "0+unknown"
+
+
+__version__ = _installed_version()
 
 
 def get_include() -> list[str]:

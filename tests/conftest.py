@@ -1,16 +1,23 @@
-"""Shared helpers: fatal behaviour is tested in fresh interpreters."""
+"""Shared helpers: fatal behaviour is tested in fresh interpreters; the
+distributions are built once per session and installed into fresh venvs."""
 
 from __future__ import annotations
 
 import os
+import re
 import resource
+import shlex
 import signal
 import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _no_core_dumps() -> None:
@@ -46,3 +53,87 @@ def assert_dies(code: str, sig: signal.Signals = signal.SIGABRT, *words: str) ->
 def private_dir(tmp_path: "os.PathLike[str]") -> "os.PathLike[str]":
     os.chmod(tmp_path, 0o700)
     return tmp_path
+
+
+# -- distributions and fresh venvs ------------------------------------------------
+
+def isolated_env() -> dict[str, str]:
+    """The environment for a command that must see only what it installs:
+    no PYTHON* variables (no PYTHONPATH into the source tree), no active venv,
+    no parent make's flags (`make test` runs pytest, which may run make)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTHON", "MAKE", "MFLAGS")) and k != "VIRTUAL_ENV"}
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    return env
+
+
+def run_checked(cmd: list[str | Path], cwd: Path | None = None) -> str:
+    """Run a set-up command and return its stdout; fail the test with its
+    output if it fails."""
+    argv = [str(c) for c in cmd]
+    proc = subprocess.run(argv, cwd=cwd, env=isolated_env(), capture_output=True, text=True,
+                          timeout=900, check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"set-up command failed ({proc.returncode}): {shlex.join(argv)}\n"
+                    f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}")
+    return proc.stdout
+
+
+def new_venv(path: Path, *requirements: str | Path) -> Path:
+    """A fresh venv at `path` with `requirements` installed by pip; its python."""
+    run_checked([sys.executable, "-m", "venv", path])
+    python = path / "bin" / "python"
+    if requirements:
+        run_checked([python, "-m", "pip", "install", "-q", *requirements])
+    return python
+
+
+@dataclass(frozen=True)
+class Distributions:
+    sdist: Path
+    wheel: Path      # built from the sdist, as pip builds it for a user; links the system libsodium
+    repaired: Path   # that wheel after auditwheel: libsodium bundled in securekeys.libs/
+    dist: Path       # the directory where `make wheel` left the sdist and the repaired wheel
+
+
+@pytest.fixture(scope="session")
+def distributions(tmp_path_factory: pytest.TempPathFactory) -> Distributions:
+    """`make wheel`, once per session, into a temporary directory: the one
+    build of securekeys that every installed-package test uses."""
+    root = tmp_path_factory.mktemp("make-wheel")
+    dist, built = root / "dist", root / "built"
+    run_checked(["make", "-C", REPO, "wheel", f"DIST={dist}", f"BUILT={built}"])
+    sdists = sorted(built.glob("securekeys-*.tar.gz"))
+    wheels = sorted(built.glob("securekeys-*.whl"))
+    repaired = sorted(dist.glob("securekeys-*.whl"))
+    assert len(sdists) == len(wheels) == len(repaired) == 1, (sdists, wheels, repaired)
+    return Distributions(sdists[0], wheels[0], repaired[0], dist)
+
+
+def readme_cython_example() -> dict[str, str]:
+    """The files of the example in the README's "Using securekeys from Cython":
+    code blocks whose first line is a comment naming the file."""
+    files = {}
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    text = text[text.index("## Using securekeys from Cython"):]
+    text = text[:text.index("\n## ", 1)]
+    for body in re.findall(r"^```[\w-]*\n(.*?)^```$", text, re.S | re.M):
+        name = re.fullmatch(r"# ([\w-]+\.(?:toml|py|pyx))", body.split("\n", 1)[0])
+        if name:
+            files[name.group(1)] = body
+    return files
+
+
+def install_readme_example(python: Path, tmp_path: Path) -> Path:
+    """Write the README's Cython example project under `tmp_path` and install
+    it with the venv of `python` (which has securekeys, Cython and setuptools);
+    return the project directory, where example.py is."""
+    files = readme_cython_example()
+    assert sorted(files) == ["example.py", "keyed_hash.pyx", "pyproject.toml", "setup.py"]
+    project = tmp_path / "keyed-hash"
+    project.mkdir()
+    for name, body in files.items():
+        (project / name).write_text(body, encoding="utf-8")
+    run_checked([python, "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps", "."],
+                cwd=project)
+    return project

@@ -1,9 +1,9 @@
 """The cimport contract, compiled the way a downstream project compiles it.
 
-Once per session: build a wheel of securekeys from a clean copy of the source
-tree, install it (not editable) into a fresh venv with Cython, setuptools and
-pysodium, and build tests/cython_downstream/ there, outside the source tree,
-against the installed package only.  Every check then runs in a subprocess of
+Once per session: take the wheel that `make wheel` built from the sdist (the
+session's `distributions` fixture), install it (not editable) into a fresh venv
+with Cython, setuptools and pysodium, and build tests/cython_downstream/ there,
+outside the source tree, against the installed package only.  Every check then runs in a subprocess of
 that venv's python, so a fatal path or a crash is observed, not suffered.
 """
 
@@ -16,7 +16,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import textwrap
 import zipfile
 from dataclasses import dataclass
@@ -25,11 +24,12 @@ from pathlib import Path
 import pytest
 
 import securekeys
+from conftest import (Distributions, install_readme_example, isolated_env, new_venv,
+                      run_checked)
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 DOWNSTREAM = TESTS / "cython_downstream"
-README = REPO / "README.md"
 
 # What the wheel must ship whatever else is added later.
 BASELINE_PACKAGE_DATA = {
@@ -46,40 +46,8 @@ BASELINE_PACKAGE_DATA = {
 
 # -- helpers -------------------------------------------------------------------
 
-def _env() -> dict[str, str]:
-    # No PYTHONPATH & co: the venv's python must see only what is installed in it.
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("PYTHON") and k != "VIRTUAL_ENV"}
-    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    return env
-
-
-def _run(cmd: list[str | Path], cwd: Path | None = None) -> None:
-    """Run a set-up command; fail the test with its output if it fails."""
-    argv = [str(c) for c in cmd]
-    proc = subprocess.run(argv, cwd=cwd, env=_env(), capture_output=True, text=True,
-                          timeout=600, check=False)
-    if proc.returncode != 0:
-        pytest.fail(f"set-up command failed ({proc.returncode}): {shlex.join(argv)}\n"
-                    f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}")
-
-
 def _no_core_dumps() -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-
-def _ignore_build_output(directory: str, names: list[str]) -> set[str]:
-    """What a clean checkout would not have: VCS data, venvs, build output."""
-    ignored = {n for n in names if n == "__pycache__"}
-    here = Path(directory)
-    if here == REPO:
-        ignored |= {n for n in names
-                    if n in {".git", ".venv", "build", "dist", ".mypy_cache",
-                             ".pytest_cache", ".hypothesis"} or n.endswith(".egg-info")}
-    if here.name == "securekeys":
-        ignored |= {n for n in names if n.endswith(".so")
-                    or (n.endswith(".c") and n[:-2] + ".pyx" in names)}
-    return ignored
 
 
 @dataclass(frozen=True)
@@ -89,7 +57,7 @@ class Venv:
 
     def run(self, code: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(self.python), "-c", textwrap.dedent(code)],
-                              cwd=cwd or self.work, env=_env(), capture_output=True,
+                              cwd=cwd or self.work, env=isolated_env(), capture_output=True,
                               text=True, timeout=300, check=False,
                               preexec_fn=_no_core_dumps)
 
@@ -130,30 +98,21 @@ def _assert_fatal_message(proc: subprocess.CompletedProcess[str], *words: str) -
 # -- the session's wheel and venv -----------------------------------------------
 
 @pytest.fixture(scope="session")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A securekeys wheel built with build isolation from a clean copy of the tree."""
-    root = tmp_path_factory.mktemp("securekeys-wheel")
-    src = root / "src"
-    shutil.copytree(REPO, src, symlinks=True, ignore=_ignore_build_output)
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", root / "dist", src])
-    wheels = sorted((root / "dist").glob("securekeys-*.whl"))
-    assert len(wheels) == 1, wheels
-    return wheels[0]
+def wheel(distributions: Distributions) -> Path:
+    """The securekeys wheel built from the sdist, libsodium not bundled."""
+    return distributions.wheel
 
 
 @pytest.fixture(scope="session")
 def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Venv:
     """A fresh venv with the wheel installed and the downstream module built in it."""
     root = tmp_path_factory.mktemp("securekeys-venv")
-    _run([sys.executable, "-m", "venv", root / "venv"])
-    python = root / "venv" / "bin" / "python"
-    _run([python, "-m", "pip", "install", "-q", wheel,
-          "Cython>=3.0", "setuptools>=70.1", "pysodium"])
+    python = new_venv(root / "venv", wheel, "Cython>=3.0", "setuptools>=70.1", "pysodium")
     downstream = root / "downstream"
     shutil.copytree(DOWNSTREAM, downstream, ignore=shutil.ignore_patterns(
         "build", "*.c", "*.so", "*.egg-info", "__pycache__"))
-    _run([python, "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps", "."],
-         cwd=downstream)
+    run_checked([python, "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps", "."],
+                cwd=downstream)
     work = root / "work"
     work.mkdir()
     return Venv(python, work)
@@ -185,7 +144,7 @@ def test_wheel_ships_declarations_stubs_and_modules_but_no_sources(wheel: Path) 
     for stem in modules:
         assert [n for n in names if re.fullmatch(re.escape(stem) + r"\.[\w.-]+\.so", n)], \
             f"{stem}.pyx is not compiled into the wheel"
-    assert sorted(n for n in names if n.endswith((".c", ".pyx"))) == []
+    assert sorted(n for n in names if n.endswith((".c", ".pyx", ".pxi"))) == []
 
 
 def test_installed_wheel_is_importable(venv: Venv) -> None:
@@ -674,30 +633,8 @@ def test_read_and_write_borrows_from_many_threads(venv: Venv) -> None:
 
 # -- the README example ---------------------------------------------------------------
 
-def _readme_files() -> dict[str, str]:
-    """The files of the example in the README's "Using securekeys from Cython":
-    code blocks whose first line is a comment naming the file."""
-    files = {}
-    text = README.read_text(encoding="utf-8")
-    text = text[text.index("## Using securekeys from Cython"):]
-    text = text[:text.index("\n## ", 1)]
-    for body in re.findall(r"^```[\w-]*\n(.*?)^```$", text, re.S | re.M):
-        name = re.fullmatch(r"# ([\w-]+\.(?:toml|py|pyx))", body.split("\n", 1)[0])
-        if name:
-            files[name.group(1)] = body
-    return files
-
-
 def test_readme_example_builds_and_runs(venv: Venv, tmp_path: Path) -> None:
-    files = _readme_files()
-    assert sorted(files) == ["example.py", "keyed_hash.pyx", "pyproject.toml", "setup.py"]
-    project = tmp_path / "keyed-hash"
-    project.mkdir()
-    for name, body in files.items():
-        (project / name).write_text(body, encoding="utf-8")
-    _run([venv.python, "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps", "."],
-         cwd=project)
-
+    project = install_readme_example(venv.python, tmp_path)
     proc = venv.run((project / "example.py").read_text(), cwd=project)
     assert proc.returncode == 0, proc.stderr
     assert re.fullmatch(r"[0-9a-f]{64} Protection\.NOACCESS\n", proc.stdout), proc.stdout

@@ -1,0 +1,40 @@
+#!/bin/sh
+# The build prerequisites of securekeys on Debian/Ubuntu.  Whatever is missing
+# is installed with apt-get when this runs as root on a machine that has it;
+# otherwise the one `apt-get install ...` line to run is printed and the
+# script fails.  Each check looks for what the build uses, not for a package
+# name, so that a Python or a libsodium installed some other way counts.
+#
+# PYTHON: the interpreter that will make the venv and build (default python3).
+set -eu
+PYTHON=${PYTHON:-python3}
+missing=""
+
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+    missing="$missing python3 python3-venv python3-dev"
+else
+    # Debian splits ensurepip (which `python3 -m venv` needs) and Python.h
+    # out of python3; a pyenv or python.org build has both.
+    "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$missing python3-venv"
+    "$PYTHON" -c 'import os, sys, sysconfig
+sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+        || missing="$missing python3-dev"
+fi
+command -v gcc >/dev/null 2>&1 || missing="$missing gcc"
+# gcc only recommends the C library headers.
+[ -f /usr/include/stdio.h ] || missing="$missing libc6-dev"
+command -v pkg-config >/dev/null 2>&1 || missing="$missing pkg-config"
+if [ ! -f /usr/include/sodium.h ] && ! pkg-config --exists libsodium 2>/dev/null; then
+    missing="$missing libsodium-dev"
+fi
+
+[ -z "$missing" ] && exit 0
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "securekeys: installing build prerequisites with apt-get:$missing"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+else
+    echo "securekeys: missing build prerequisites; install them with:" >&2
+    echo "  sudo apt-get install$missing" >&2
+    exit 1
+fi
