@@ -120,6 +120,10 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Venv:
 
 # -- the wheel --------------------------------------------------------------------
 
+# Inline helpers compiled into securekeys' own modules only: not in the wheel.
+INTERNAL_DECLARATIONS = {"securekeys/_checks.pxd", "securekeys/_fdio.pxd"}
+
+
 def _expected_wheel_files() -> tuple[set[str], set[str]]:
     """Package data and compiled-module stems the source tree calls for."""
     data = {"securekeys/py.typed"}
@@ -128,7 +132,7 @@ def _expected_wheel_files() -> tuple[set[str], set[str]]:
         dirnames[:] = [n for n in dirnames if n != "__pycache__"]
         rel = Path(dirpath).relative_to(REPO).as_posix()
         for name in filenames:
-            if name.endswith((".pxd", ".pyi", ".py")):
+            if name.endswith((".pxd", ".pyi", ".py")) and f"{rel}/{name}" not in INTERNAL_DECLARATIONS:
                 data.add(f"{rel}/{name}")
             elif name.endswith(".pyx"):
                 modules.add(f"{rel}/{name[:-len('.pyx')]}")
@@ -145,6 +149,7 @@ def test_wheel_ships_declarations_stubs_and_modules_but_no_sources(wheel: Path) 
         assert [n for n in names if re.fullmatch(re.escape(stem) + r"\.[\w.-]+\.so", n)], \
             f"{stem}.pyx is not compiled into the wheel"
     assert sorted(n for n in names if n.endswith((".c", ".pyx", ".pxi"))) == []
+    assert sorted(names & INTERNAL_DECLARATIONS) == []
 
 
 def test_installed_wheel_is_importable(venv: Venv) -> None:
