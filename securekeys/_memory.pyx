@@ -21,7 +21,7 @@ from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.object cimport PyObject_AsFileDescriptor
 from libc.errno cimport errno, EINTR, EAGAIN, ENOMEM, EPERM
 from libc.stdint cimport uintptr_t
-from libc.signal cimport signal, SIGBUS, SIGPIPE, SIGSEGV, SIG_DFL, SIG_IGN
+from libc.signal cimport SIG_DFL, SIG_IGN, SIGBUS, SIGPIPE, SIGSEGV, SIGTTOU, raise_, signal
 from libc.stdlib cimport abort, calloc, free
 from libc.string cimport memcpy, memset, strerror, strlen
 from posix.mman cimport (
@@ -30,7 +30,10 @@ from posix.mman cimport (
     MADV_DONTDUMP, MADV_WIPEONFORK, MADV_DONTFORK,
 )
 from posix.signal cimport sigaction, sigaction_t, sigemptyset, siginfo_t, SA_ONSTACK, SA_SIGINFO
-from posix.unistd cimport write, close, ftruncate, pause, sysconf, _SC_PAGESIZE
+from posix.fcntl cimport O_CLOEXEC, O_NOCTTY, O_NONBLOCK, O_RDONLY
+from posix.stat cimport fstat, struct_stat, S_ISREG
+from posix.types cimport off_t
+from posix.unistd cimport close, ftruncate, geteuid, pause, read, sysconf, write, _SC_PAGESIZE
 
 from securekeys._checks cimport raise_errno
 from securekeys._fdio cimport read_retrying

@@ -20,6 +20,7 @@ from securekeys._memory import (
     SecureKey,
     _at_eof,
     _openat2,
+    _read_key_strict,
 )
 from securekeys.errors import KeyFileError
 
@@ -225,7 +226,8 @@ def read_key(path: StrOrBytesPath, size: int) -> SecureKey:
     FileNotFoundError.  Nothing is left behind on error.
     """
     key = SecureKey(size)   # checks `size` before anything touches the disk
-    fill_key_from_file(key, path)
+    if not _read_key_strict(key, path):   # the plain case, in C; anything else:
+        fill_key_from_file(key, path)     # every check again, and a precise error
     return key
 
 

@@ -62,12 +62,31 @@ cdef int _set_base(SecureBuffer buf, int level) except -1:
     return 0
 
 
+cdef int _unordered(SecureBuffer buf) except -1:
+    raise TypeError(f"a {type(buf).__name__} has no order (comparing keys by order "
+                    f"would leak them); only == with another secure buffer is defined")
+
+
+cdef bint _destroy_buffer(SecureBuffer buf) noexcept:
+    # destroy() itself, in C: wipe_all() and KeyRing.destroy() call this, so
+    # that neither a subclass's destroy() nor any other Python code runs
+    # while they walk the registry.  False when it was destroyed already.
+    if buf._state == SK_DESTROYED:
+        return False
+    _slot_wipe(<Slot *>buf._c_slot, buf._c_data, buf._size, buf._state,
+               buf._exports == 0 and buf._readers == 0 and buf._writers == 0)
+    buf._state = SK_DESTROYED
+    buf._base = SK_DESTROYED
+    return True
+
+
 # no_gc_clear: the collector must never clear `_owner`.  A KeyRing key in a
 # reference cycle would otherwise lose its ring first, the ring would unmap
 # its pages, and the key's __dealloc__ would wipe through freed bookkeeping.
 # Holding the ring to the end is what keeps the key's memory alive as long as
 # the key; a SecureBuffer itself never closes a cycle (its only reference is
 # to a KeyRing, which holds none).
+@cython.no_gc_clear
 @cython.no_gc_clear
 cdef class SecureBuffer:
     """A fixed-size buffer in guarded, locked, never-dumped memory.
@@ -214,11 +233,7 @@ cdef class SecureBuffer:
         ends the process.  The memory is freed when the object is deallocated.
         """
         _settle_fork()
-        if self._state == SK_DESTROYED:
-            return
-        _slot_wipe(<Slot *>self._c_slot, self._c_data, self._size, self._state,
-                   self._exports == 0 and self._readers == 0 and self._writers == 0)
-        self._state = self._base = SK_DESTROYED
+        _destroy_buffer(self)
 
     def readinto(self, fd):
         """Fill the buffer with read(2) straight from `fd` until full or EOF.
@@ -302,6 +317,20 @@ cdef class SecureBuffer:
 
     def __ne__(self, other):
         return not self.__eq__(other)
+
+    # Keys have no order, and an answer from `key < guess` (given back by a
+    # bytes-like object's own comparison) would leak the key byte by byte.
+    def __lt__(self, other):
+        _unordered(self)
+
+    def __le__(self, other):
+        _unordered(self)
+
+    def __gt__(self, other):
+        _unordered(self)
+
+    def __ge__(self, other):
+        _unordered(self)
 
     def __hash__(self):
         raise TypeError(f"{type(self).__name__} is not hashable")
@@ -421,3 +450,19 @@ def destroy_key(obj):
                         f"{type(obj).__name__} (looked for {', '.join(_KEY_PAIR_FIELDS)})")
     for value in found:
         value.destroy()
+
+
+def wipe_all():
+    """Destroy every live secure buffer in the process; return how many.
+
+    Every memoryview of them dies on its next touch (memguard's Purge).
+    """
+    cdef void *node = _registry_head
+    cdef SecureBuffer buf
+    cdef Py_ssize_t count = 0
+    _settle_fork()
+    while node != NULL:
+        buf = <SecureBuffer>node
+        node = buf._c_next
+        count += _destroy_buffer(buf)
+    return count

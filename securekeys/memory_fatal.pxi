@@ -14,11 +14,18 @@
 # fault handler runs it.
 
 cdef extern from "stdatomic.h" nogil:
-    # Set once, by the first thread on its way out.
     ctypedef int atomic_int "atomic_int"
+    ctypedef long atomic_long "atomic_long"
     int atomic_exchange(atomic_int *obj, int desired)
+    int atomic_load(atomic_int *obj)
+    int atomic_fetch_add(atomic_int *obj, int arg)
+    int atomic_fetch_sub(atomic_int *obj, int arg)
+    void atomic_store_long "atomic_store" (atomic_long *obj, long desired)
+    long atomic_load_long "atomic_load" (atomic_long *obj)
 
-cdef atomic_int _dying = 0
+cdef atomic_int _dying = 0          # set once, by the first thread on its way out
+cdef atomic_long _dying_thread = 0  # ... whose thread id this is
+cdef atomic_int _protecting = 0     # the library's protection changes in flight (_mprotect)
 
 cdef enum:
     _FATAL_LINE_MAX = 512
@@ -50,6 +57,7 @@ cdef void _say_one_line(const char *first, const char *second) noexcept nogil:
     line[n] = b'\n'
     n += 1
     signal(SIGPIPE, SIG_IGN)    # a closed stderr is EPIPE, not death by SIGPIPE
+    signal(SIGTTOU, SIG_IGN)    # a background job may write to its terminal, not stop
     stderr_fd.fd = 2
     stderr_fd.events = system.POLLOUT
     while sent < n:
@@ -68,10 +76,18 @@ cdef void _say_one_line(const char *first, const char *second) noexcept nogil:
 cdef void _die_of(const char *first, const char *second) noexcept nogil:
     # Steps 1 and 2: wipe, then say.  The caller then dies (abort(), or the
     # signal of a fault).
+    cdef long spins = 0
     if atomic_exchange(&_dying, 1) != 0:
-        # Another thread is already on its way out: wait for it to end us.
-        while True:
+        if atomic_load_long(&_dying_thread) == system.gettid():
+            return      # a fault inside our own wipe: die of it now
+        while True:     # another thread is on its way out: wait for it to end us
             pause()
+    atomic_store_long(&_dying_thread, system.gettid())
+    # No protection change of the library starts from now on (_mprotect);
+    # let those already under way finish, so that none lands mid-wipe.
+    while atomic_load(&_protecting) > 0 and spins < 10000000:
+        system.sched_yield()
+        spins += 1
     _wipe_all_chunks()
     _say_one_line(first, second)
 
@@ -83,7 +99,24 @@ cdef void _fatal_c(const char *what) noexcept nogil:
 
 def _fatal(str what):
     """Wipe all keys, write `securekeys: fatal: <what>` to stderr and abort."""
-    _fatal_c(what.encode("utf-8", "replace"))
+    # ASCII with escapes: no Unicode line separator (U+2028, U+0085) can split
+    # the line, and cutting it short never cuts a character in half.
+    _fatal_c(what.encode("ascii", "backslashreplace"))
+
+
+cdef int _mprotect(void *start, size_t length, int prot) noexcept nogil:
+    # Every protection change the library makes outside the fatal path goes
+    # through here: none starts once the process is dying (the thread waits
+    # for the end instead), so the fatal wipe never races one.
+    cdef int rc
+    atomic_fetch_add(&_protecting, 1)
+    if atomic_load(&_dying):
+        atomic_fetch_sub(&_protecting, 1)
+        while True:
+            pause()
+    rc = mprotect(start, length, prot)
+    atomic_fetch_sub(&_protecting, 1)
+    return rc
 
 
 cdef void _on_sodium_misuse() noexcept nogil:

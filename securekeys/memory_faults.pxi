@@ -27,9 +27,7 @@ cdef const char *_what_in_chunk(Chunk *chunk, size_t page_index) noexcept nogil:
             return b"a READONLY KeyRing page (a write to a key)"
         return b"a NOACCESS KeyRing page (its keys are NOACCESS or destroyed)"
     if page_index % stride == 0:
-        if page_index > 0 and not chunk.slots[page_index // stride - 1].free:
-            return b"the guard page after a secure buffer (a read or write past its end)"
-        return b"a guard page before a secure buffer"
+        return b"a guard page between secure buffers (a read or write past the end of one)"
     slot = &chunk.slots[page_index // stride]
     if slot.free:
         return b"a freed secure buffer (a pointer kept past its owner)"
@@ -65,7 +63,12 @@ cdef void _on_fault(int sig, siginfo_t *info, void *context) noexcept nogil:
         system.chain_signal(&_previous_actions[1 if sig == SIGBUS else 0], sig, info, context)
         return
     _die_of(b"SIGBUS on " if sig == SIGBUS else b"SIGSEGV on ", what)
+    # Die of this very signal, for certain: pending (it is blocked in its own
+    # handler), it is delivered with the default action the moment the handler
+    # returns, whether or not the access would fault again (another thread
+    # may have changed the protection meanwhile).
     signal(sig, SIG_DFL)
+    raise_(sig)
 
 
 cdef int _install_fault_handler() except -1:

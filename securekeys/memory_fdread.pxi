@@ -50,3 +50,59 @@ def _openat2(int dir_fd, path, int flags, unsigned long long resolve):
         err = errno
         raise OSError(err, strerror(err).decode("utf-8", "replace"), path)
     return fd
+
+
+cdef enum:
+    _AT_FDCWD = -100
+    _STRICT_READ_FLAGS = O_RDONLY | system.O_NOFOLLOW | O_NOCTTY | O_CLOEXEC | O_NONBLOCK
+
+
+def _read_key_strict(SecureBuffer key, path):
+    """read_key's default path (strict rules, raw bytes) in one C function.
+
+    Fills a new READWRITE key from the key file at `path` and seals it
+    READONLY, with no Python between the system calls: openat2 refusing every
+    symbolic link, fstat, the strict rules, read(2) straight into the key,
+    the end-of-file probe, close.  Returns True when the key is filled, False
+    when the file is anything but the plain case (a link anywhere, a rule
+    not met, an error, a signal): files.py then takes the full path, which
+    accepts exactly what this accepts and more, and names every refusal.
+    Nothing is left behind on False (fd closed; the key is refilled or
+    destroyed by the full path).
+    """
+    cdef bytes encoded = os.fsencode(path)
+    cdef const char *c_path = encoded
+    cdef unsigned char *data = key._c_data
+    cdef size_t size = key._size
+    cdef size_t done = 0
+    cdef ssize_t got = 0
+    cdef unsigned char probe = 0
+    cdef struct_stat st
+    cdef int fd
+    cdef bint filled = False
+    _require_live(key, "read_key()")
+    if key._state != SK_READWRITE or key._readers or key._writers or key._exports:
+        _fatal(f"read_key() into a {_PROTECTIONS[key._state].name} or borrowed "
+               f"{type(key).__name__} (only a new one can be filled)")
+    with nogil:
+        fd = system.openat2(_AT_FDCWD, c_path, _STRICT_READ_FLAGS,
+                            system.RESOLVE_NO_SYMLINKS | system.RESOLVE_NO_MAGICLINKS)
+        if fd >= 0:
+            # The strict rules of files.check_key_file, as a predicate.
+            if (fstat(fd, &st) == 0 and S_ISREG(st.st_mode) and st.st_uid == geteuid()
+                    and (st.st_mode & 0o077) == 0 and st.st_nlink == 1
+                    and st.st_size == <off_t>size):
+                while done < size:
+                    got = read(fd, data + done, size - done)
+                    if got <= 0:
+                        break
+                    done += <size_t>got
+                if done == size:
+                    got = read(fd, &probe, 1)
+                    sodium.sodium_memzero(&probe, 1)
+                    filled = got == 0
+            close(fd)
+    if not filled:
+        return False
+    _set_base(key, SK_READONLY)
+    return True

@@ -13,9 +13,25 @@
 #      os.fork), _after_fork_in_child() marks every buffer DESTROYED and
 #      forgets the parent's chunks, pools and rings, so that the child never
 #      reuses them; using a parent key is then fatal, naming fork().
+# A fork made with the raw system call runs no handler at all: a wiped-on-
+# fork marker page, which reads 0 in any child, catches it at step 2, which
+# then does step 1 too (a stale view reads zeros until then).
 
 cdef int _forked = 0              # set by step 1, cleared by step 2
 cdef Chunk *_inherited = NULL     # the parent's chunks, kept to name a fault
+cdef unsigned char *_alive = NULL # a MADV_WIPEONFORK page holding 1: 0 in any child
+
+
+cdef int _map_fork_marker() except -1:
+    global _alive
+    cdef void *page = mmap(NULL, _page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+    if page == MAP_FAILED:
+        raise_errno("cannot map the fork marker", errno)
+    if madvise(page, _page_size, MADV_WIPEONFORK) != 0:
+        raise_errno("madvise(MADV_WIPEONFORK) of the fork marker", errno)
+    _alive = <unsigned char *>page
+    _alive[0] = 1
+    return 0
 
 
 cdef void _seal_in_child() noexcept nogil:
@@ -35,7 +51,7 @@ cdef void _seal_in_child() noexcept nogil:
 
 cdef inline int _settle_fork() except -1:
     # Every entry point that touches a buffer or the allocator calls this.
-    if _forked:
+    if _forked or _alive[0] == 0:
         _after_fork_in_child()
     return 0
 
@@ -45,6 +61,8 @@ def _after_fork_in_child():
     cdef void *node = _registry_head
     cdef SecureBuffer buf
     cdef int pages
+    if _alive[0] == 0 and not _forked:
+        _seal_in_child()          # a raw fork: no handler ran inside it
     if not _forked:
         return
     _inherited = _chunks          # the bookkeeping is leaked in the child on purpose
@@ -63,8 +81,10 @@ def _after_fork_in_child():
         buf._c_slot = NULL
         node = buf._c_next
     _forked = 0
+    _alive[0] = 1
 
 
+_map_fork_marker()
 if system.pthread_atfork(NULL, NULL, _seal_in_child) != 0:
     raise ImportError("securekeys: cannot register the fork handler (pthread_atfork)")
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -87,5 +87,5 @@ cdef class KeyRing:
             buf = <SecureBuffer>node
             node = buf._c_next
             if buf._owner is self:
-                buf.destroy()
+                _destroy_buffer(buf)
         (<Ring *>self._c_ring).closed = True

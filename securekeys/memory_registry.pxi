@@ -3,7 +3,8 @@
 # Registry of live buffers: an intrusive doubly linked list of borrowed
 # references, linked in __cinit__ and unlinked in __dealloc__ (both under the
 # GIL).  Cheap (no weakrefs); wipe_all(), the fork hook, KeyRing.destroy() and
-# report() walk it.
+# report() walk it, running no Python code while they do (the next node must
+# still be alive when they get to it).
 
 cdef void *_registry_head = NULL
 cdef Py_ssize_t _registry_count = 0
@@ -36,20 +37,3 @@ cdef inline void _unregister(SecureBuffer buf) noexcept:
 def live_buffers():
     """Number of secure buffers currently allocated in this process."""
     return _registry_count
-
-
-def wipe_all():
-    """Destroy every live secure buffer in the process; return how many.
-
-    Every memoryview of them dies on its next touch (memguard's Purge).
-    """
-    cdef void *node = _registry_head
-    cdef SecureBuffer buf
-    cdef Py_ssize_t count = 0
-    while node != NULL:
-        buf = <SecureBuffer>node
-        node = buf._c_next
-        if buf._state != SK_DESTROYED:
-            buf.destroy()
-            count += 1
-    return count

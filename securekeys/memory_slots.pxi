@@ -176,7 +176,7 @@ cdef Slot *_slot_take(size_t size, unsigned char **data) except NULL:
                 raise_errno("mlock2", errno)
         _apply_lock_policy(slot.locked)
         if slot.level != SK_READWRITE:
-            if mprotect(slot.start, slot.length, PROT_READ | PROT_WRITE) != 0:
+            if _mprotect(slot.start, slot.length, PROT_READ | PROT_WRITE) != 0:
                 raise_errno("mprotect", errno)
             slot.level = SK_READWRITE
         else:
@@ -197,7 +197,7 @@ cdef Slot *_slot_take(size_t size, unsigned char **data) except NULL:
 cdef inline int _slot_protect(Slot *slot, int level) noexcept nogil:
     if slot.page != NULL:
         return _ring_page_change(slot, level)
-    if mprotect(slot.start, slot.length, _prot(level)) != 0:
+    if _mprotect(slot.start, slot.length, _prot(level)) != 0:
         return -1
     slot.level = level
     return 0
@@ -276,7 +276,7 @@ cdef int _ring_page_set(RingPage *page, int level, bint wiping) noexcept nogil:
         if wiping:
             rc = _protect_to_wipe(page.start, _page_size, _prot(level))
         else:
-            rc = mprotect(page.start, _page_size, _prot(level))
+            rc = _mprotect(page.start, _page_size, _prot(level))
         if rc != 0:
             return -1
         page.level = level

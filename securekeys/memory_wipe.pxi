@@ -35,12 +35,12 @@ cdef bint _give_back_spares() noexcept nogil:
 
 
 cdef int _protect_to_wipe(void *start, size_t length, int prot) noexcept nogil:
-    """mprotect() for a wipe: at the mapping limit, with the spares given back."""
-    if mprotect(start, length, prot) == 0:
+    """_mprotect() for a wipe: at the mapping limit, with the spares given back."""
+    if _mprotect(start, length, prot) == 0:
         return 0
     if errno != ENOMEM or not _give_back_spares():
         return -1
-    return mprotect(start, length, prot)
+    return _mprotect(start, length, prot)
 
 
 cdef void _wipe_all_chunks() noexcept nogil:
@@ -54,7 +54,10 @@ cdef void _wipe_all_chunks() noexcept nogil:
     cdef Slot *slot
     cdef size_t i
     while chunk != NULL:
-        if _protect_to_wipe(chunk.base, chunk.length, PROT_READ | PROT_WRITE) != 0:
+        # Plain mprotect: this runs while the process is dying (_mprotect would wait).
+        if (mprotect(chunk.base, chunk.length, PROT_READ | PROT_WRITE) != 0
+                and not (errno == ENOMEM and _give_back_spares()
+                         and mprotect(chunk.base, chunk.length, PROT_READ | PROT_WRITE) == 0)):
             munmap(chunk.base, chunk.length)
         else:
             if chunk.pages != NULL:

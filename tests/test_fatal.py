@@ -7,13 +7,17 @@ reports, through stdout, whether another live key was wiped.
 
 from __future__ import annotations
 
+import operator
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 
 import pytest
+
+from securekeys import SecureBuffer
 
 from conftest import run_python
 
@@ -171,7 +175,7 @@ FAULTS = {
     "stale view after noaccess()": ("b = SecureBuffer(16); v = memoryview(b); b.noaccess(); v[0]",
                                     "a NOACCESS secure buffer"),
     "read past the end": ("b = SecureBuffer(16); ctypes.string_at(b._data_address(), 17)",
-                          "the guard page after a secure buffer"),
+                          "a guard page between secure buffers"),
     "write to a READONLY key": ("k = create_key(16); ctypes.memset(k._data_address(), 0, 1)",
                                 "a READONLY secure buffer"),
     "KeyRing page": ("r = securekeys.KeyRing(32); k = r.create_key(); v = memoryview(k); k.noaccess(); v[0]",
@@ -236,3 +240,163 @@ def test_a_sigsegv_sent_by_kill_is_not_mistaken_for_a_fault() -> None:
     result = run_python(REPORT_ON_ABORT + "key = create_key(32)\nos.kill(os.getpid(), signal.SIGSEGV)\n")
     assert result.returncode == -signal.SIGSEGV, result
     assert result.stderr == b"", result
+
+
+# -- what a review tried next ----------------------------------------------------------
+
+def test_a_fault_kills_even_when_another_thread_makes_the_page_readable_again() -> None:
+    # A thread without the GIL faults on a NOACCESS buffer; while the fatal
+    # path wipes, the main thread (holding the GIL, unaware) makes that page
+    # readable again.  The faulting access would now succeed: the process must
+    # die of the signal all the same, never carry on with its keys zeroed.
+    result = run_python(REPORT_ON_ABORT + """
+import threading, time
+witness = SecureBuffer(64 << 20)          # an older chunk, wiped after the hot one
+with witness.writing() as view:
+    view[-16:] = b"\\xa5" * 16
+hot = SecureBuffer(32)
+hot.noaccess()
+mem = os.open("/proc/self/mem", os.O_RDONLY)
+last = witness._data_address() + len(witness) - 16
+scratch = ctypes.create_string_buffer(1)
+threading.Thread(target=lambda: ctypes.memmove(scratch, hot._data_address(), 1), daemon=True).start()
+while os.pread(mem, 16, last) != bytes(16):   # the wipe has begun
+    pass
+hot.readonly()
+time.sleep(1)
+print("STILL RUNNING", flush=True)
+""")
+    assert result.returncode == -signal.SIGSEGV, result
+    assert b"STILL RUNNING" not in result.stdout
+    assert result.stderr == b"securekeys: fatal: SIGSEGV on a NOACCESS secure buffer\n"
+
+
+@pytest.mark.parametrize("how", ["wipe_all", "KeyRing.destroy"])
+def test_wipe_all_runs_no_python_code_while_it_walks_the_live_buffers(how: str) -> None:
+    # A subclass's destroy() may run any Python code (logging, here the
+    # collector, which frees the next buffer in the walk), or skip the wipe.
+    result = run_python("""
+import gc
+import securekeys
+from securekeys import KeyRing, SecureKey
+ring = KeyRing(32)
+class Logged(SecureKey):
+    def destroy(self):
+        gc.collect()                         # no super().destroy(): it wipes nothing
+in_ring = {how == "KeyRing.destroy"!r}
+def garbage():
+    key = SecureKey(32, ring) if in_ring else securekeys.create_key(32)
+    cycle = [key]
+    cycle.append(cycle)
+for _ in range(5):
+    garbage()
+logged = Logged(32, ring) if in_ring else Logged(32)
+gc.disable()
+if in_ring:
+    ring.destroy()
+else:
+    print(securekeys.wipe_all())
+print(logged.destroyed)
+""".replace("{how == \"KeyRing.destroy\"!r}", repr(how == "KeyRing.destroy")))
+    assert result.returncode == 0, result
+    assert result.stdout.split()[-1] == b"True", result
+
+
+@pytest.mark.parametrize("op", [operator.lt, operator.le, operator.gt, operator.ge])
+def test_secure_buffers_have_no_order(op: Callable[[object, object], object]) -> None:
+    # `key >= guess` answered by bytearray's own comparison leaked the key byte by byte.
+    key = SecureBuffer(8)
+    for other in (bytearray(8), b"x" * 8, SecureBuffer(8)):
+        with pytest.raises(TypeError, match="no order"):
+            op(key, other)
+
+
+def test_a_fork_by_raw_system_call_still_makes_parent_keys_fatal() -> None:
+    # No pthread_atfork handler runs for syscall(SYS_fork): the wiped-on-fork
+    # marker page catches it at the child's next use of the library.
+    result = run_python("""
+import ctypes, os, platform
+import securekeys
+from securekeys import crypto
+key = securekeys.create_key(32)
+number = {"x86_64": 57}.get(platform.machine())
+if number is None:
+    print("SKIP"); raise SystemExit
+pid = ctypes.CDLL(None, use_errno=True).syscall(number)
+if pid == 0:
+    crypto.mac(key, b"m")
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+print(status)
+""")
+    assert result.returncode == 0, result
+    if result.stdout.strip() == b"SKIP":
+        pytest.skip("no raw fork number for this machine")
+    status = int(result.stdout.split()[-1])
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGABRT
+    assert b"destroyed by fork()" in result.stderr
+
+
+def test_no_unicode_line_separator_splits_the_fatal_line() -> None:
+    result = run_python("""
+from securekeys import SecureBuffer
+Evil = type("Evil\\u2028securekeys: fatal: forged\\u0085line\\u2029", (SecureBuffer,), {})
+buf = Evil(8)
+buf.noaccess()
+memoryview(buf)
+""")
+    assert result.returncode == -signal.SIGABRT
+    assert len(result.stderr.decode("utf-8").splitlines()) == 1, result.stderr
+    assert result.stderr.isascii()
+
+
+def test_a_background_job_on_a_tostop_terminal_still_aborts() -> None:
+    # With `stty tostop`, a background job writing to its terminal gets
+    # SIGTTOU, which stops it: the fatal path must never stop half-way.
+    import pty
+    import termios
+    import time
+    child_code = textwrap.dedent("""
+        import time, securekeys
+        key = securekeys.create_key(32)
+        time.sleep(0.3)
+        key.destroy()
+        key.readonly()
+    """)
+    pid, master = pty.fork()
+    if pid == 0:   # a session leader whose controlling terminal is the pty
+        try:
+            attrs = termios.tcgetattr(0)
+            attrs[3] |= termios.TOSTOP
+            termios.tcsetattr(0, termios.TCSANOW, attrs)
+            signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+            victim = os.fork()
+            if victim == 0:
+                os.setpgid(0, 0)            # a background process group
+                signal.signal(signal.SIGTTOU, signal.SIG_DFL)
+                os.execv(sys.executable, [sys.executable, "-c", child_code])
+            deadline = time.monotonic() + 20
+            while True:
+                done, status = os.waitpid(victim, os.WNOHANG | os.WUNTRACED)
+                if done or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            if done and os.WIFSTOPPED(status):
+                os.kill(victim, signal.SIGKILL)
+                os._exit(3)
+            os._exit(0 if done and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGABRT else 4)
+        except BaseException:
+            os._exit(5)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(master)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, (status, output)
+    assert b"securekeys: fatal: readonly() on a destroyed SecureKey" in output

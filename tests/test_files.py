@@ -738,3 +738,55 @@ for i in range({count}):
     finally:
         writer.wait()
     assert writer.returncode == 0
+
+
+# -- the default path in C: it accepts exactly what the full path accepts --------------
+
+def _variants(private_dir: Path) -> dict[str, Path]:
+    made: dict[str, Path] = {}
+    for mode in (0o400, 0o600, 0o000, 0o440, 0o404, 0o640, 0o700):
+        made[f"mode {mode:04o}"] = make_file(private_dir / f"m{mode:o}", b"k" * SIZE, mode)
+    for length in (0, SIZE - 1, SIZE + 1):
+        made[f"{length} bytes"] = make_file(private_dir / f"len{length}", b"k" * length)
+    made["stranger's"] = make_file(private_dir / "stranger", b"k" * SIZE)
+    os.chown(made["stranger's"], STRANGER, -1)
+    made["two links"] = make_file(private_dir / "linked", b"k" * SIZE)
+    os.link(made["two links"], private_dir / "linked-too")
+    os.symlink(made["mode 0400"], private_dir / "symlink")
+    made["a symlink"] = private_dir / "symlink"
+    (private_dir / "real").mkdir()
+    make_file(private_dir / "real" / "k", b"k" * SIZE)
+    os.symlink(private_dir / "real", private_dir / "via")
+    made["through my own directory link"] = private_dir / "via" / "k"
+    os.mkfifo(private_dir / "fifo", 0o600)
+    made["a FIFO"] = private_dir / "fifo"
+    (private_dir / "dir").mkdir(mode=0o700)
+    made["a directory"] = private_dir / "dir"
+    made["missing"] = private_dir / "missing"
+    return made
+
+
+def test_the_c_path_accepts_exactly_what_the_full_path_accepts(private_dir: Path) -> None:
+    from securekeys._memory import _read_key_strict
+    from securekeys.files import fill_key_from_file
+    before = live_buffers()
+    verdicts = {}
+    for name, path in _variants(private_dir).items():
+        fast_key = SecureKey(SIZE)
+        fast = _read_key_strict(fast_key, path)
+        fast_key.destroy()
+        try:
+            fill_key_from_file(SecureKey(SIZE), path)
+            full = True
+        except OSError:
+            full = False
+        verdicts[name] = (fast, full)
+        assert not fast or full, (name, "the C path accepted what the full path refuses")
+    # The plain cases really take the C path (else this test proves nothing).
+    assert verdicts["mode 0400"] == (True, True) and verdicts["mode 0600"] == (True, True)
+    # Links are left to the full path, which judges them.
+    assert verdicts["through my own directory link"] == (False, True)
+    assert [name for name, (fast, _) in verdicts.items() if fast] == ["mode 0400", "mode 0600", "mode 0000", "mode 0700"]
+    del fast_key
+    gc.collect()
+    assert live_buffers() == before

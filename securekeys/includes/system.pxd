@@ -1,7 +1,7 @@
-# Linux declarations that Cython's own libc/posix .pxd files lack
-# (prctl, memfd_secret, openat2, poll, pthread_atfork, MAP_FIXED_NOREPLACE),
-# and the
-# one C helper that hands a signal on to a saved action.
+# Linux declarations that Cython's own libc/posix .pxd files lack (prctl,
+# memfd_secret, gettid, openat2, poll, pthread_atfork, sched_yield,
+# MAP_FIXED_NOREPLACE, O_NOFOLLOW), and the one C helper that hands a signal
+# on to a saved action.
 #
 # Plain declarations without `except` clauses, like sodium.pxd: the caller
 # checks every return code.  Cimport as a namespace:
@@ -28,6 +28,14 @@ cdef extern from *:
     }
     """
     int memfd_secret "securekeys_memfd_secret" () nogil
+
+cdef extern from *:
+    """
+    #include <sys/syscall.h>
+    #include <unistd.h>
+    static long securekeys_gettid(void) { return syscall(SYS_gettid); }
+    """
+    long gettid "securekeys_gettid" () nogil
 
 cdef extern from *:
     """
@@ -77,6 +85,12 @@ cdef extern from "pthread.h" nogil:
 cdef extern from "sys/mman.h" nogil:
     # Linux 4.17: map at exactly this address, or fail rather than replace.
     enum: MAP_FIXED_NOREPLACE
+
+cdef extern from "fcntl.h" nogil:
+    enum: O_NOFOLLOW
+
+cdef extern from "sched.h" nogil:
+    int sched_yield()
 
 cdef extern from *:
     """
