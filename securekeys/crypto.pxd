@@ -13,7 +13,7 @@
 #     with length 0), fixed-size arguments are read in full: the caller
 #     guarantees their sizes (sodium.crypto_*BYTES);
 #   - errors raise the exceptions of the Python API (DecryptionError is
-#     securekeys.crypto.DecryptionError);
+#     securekeys.errors.DecryptionError, re-exported by securekeys.crypto);
 #   - `*_into` writes a public result into the caller's `out`; `*_from`
 #     returns secret results as new guarded memory, READONLY, never a copy.
 from securekeys._memory cimport SecureBuffer, SecureKey

@@ -206,7 +206,8 @@ def test_tampering_any_byte_is_detected() -> None:
 
 def test_decryption_error_is_value_error() -> None:
     assert issubclass(DecryptionError, ValueError)
-    assert DecryptionError.__module__ == "securekeys.crypto"
+    assert DecryptionError.__module__ == "securekeys.errors"
+    assert DecryptionError is securekeys.errors.DecryptionError
 
 
 @pytest.mark.parametrize("length", range(16))
