@@ -15,7 +15,9 @@
 #   - errors raise the exceptions of the Python API (DecryptionError is
 #     securekeys.errors.DecryptionError, re-exported by securekeys.crypto);
 #   - `*_into` writes a public result into the caller's `out`; `*_from`
-#     returns secret results as new guarded memory, READONLY, never a copy.
+#     returns secret results as new guarded memory, READONLY, never a copy;
+#   - after each libsodium call the stack it used and the registers it may
+#     have left secrets in are zeroed, on the calling thread.
 from securekeys._memory cimport SecureBuffer, SecureKey
 
 # XChaCha20-Poly1305-IETF with a 32-byte key and a 24-byte nonce: writes

@@ -18,6 +18,10 @@ outputs (ciphertexts, tags, hashes, signatures, public keys) are ``bytes``.
 The same operations are ``cdef`` functions for Cython code (crypto.pxd,
 ``from securekeys.crypto cimport ...``); the functions here call them.
 ``read_password`` lives in ``securekeys.terminal`` and is re-exported here.
+
+No copy of a key or secret result is left on the stack: after each libsodium
+call the runner zeroes the stack the call used and the registers it may have
+left secrets in.
 """
 
 from typing import NamedTuple
@@ -38,7 +42,7 @@ from securekeys.terminal import PASSWORD_MAX_BYTES, read_password
 # "validate, fill the call's arguments, run"; adding a libsodium family means
 # adding one file below the runner.
 include "crypto_args.pxi"       # checking keys, sizes and ints; public inputs read in place
-include "crypto_runner.pxi"     # the one runner: borrow the key, maybe drop the GIL, call, release
+include "crypto_runner.pxi"     # the one runner: borrow the key, maybe drop the GIL, call, wipe, release
 include "crypto_aead.pxi"       # XChaCha20-Poly1305-IETF
 include "crypto_kdf.pxi"        # crypto_kdf subkeys (BLAKE2b)
 include "crypto_auth.pxi"       # HMAC-SHA-512-256 and keyed BLAKE2b

@@ -18,9 +18,9 @@ cdef int _aead_decrypt_call(_Args *a) noexcept nogil:
 
 
 cdef _Op _AEAD_ENCRYPT = _Op(call=_aead_encrypt_call, name=b"crypto_aead_xchacha20poly1305_ietf_encrypt",
-                             failure=SODIUM_INTERNAL, heavy=False)
+                             failure=SODIUM_INTERNAL, heavy=False, stack=_STACK_SMALL)
 cdef _Op _AEAD_DECRYPT = _Op(call=_aead_decrypt_call, name=b"crypto_aead_xchacha20poly1305_ietf_decrypt",
-                             failure=SODIUM_FORGED, heavy=False)
+                             failure=SODIUM_FORGED, heavy=False, stack=_STACK_SMALL)
 
 
 cdef int aead_encrypt_into(SecureBuffer key, unsigned char *out,

@@ -18,11 +18,11 @@ cdef int _generichash_call(_Args *a) noexcept nogil:
 
 
 cdef _Op _AUTH = _Op(call=_auth_call, name=b"crypto_auth",
-                     failure=SODIUM_INTERNAL, heavy=False)
+                     failure=SODIUM_INTERNAL, heavy=False, stack=_STACK_SMALL)
 cdef _Op _AUTH_VERIFY = _Op(call=_auth_verify_call, name=b"crypto_auth_verify",
-                            failure=_ANSWER, heavy=False)
+                            failure=_ANSWER, heavy=False, stack=_STACK_SMALL)
 cdef _Op _GENERICHASH = _Op(call=_generichash_call, name=b"crypto_generichash",
-                            failure=SODIUM_INTERNAL, heavy=False)
+                            failure=SODIUM_INTERNAL, heavy=False, stack=_STACK_SMALL)
 
 
 cdef inline int _hash_key_len(SecureBuffer key) except -1:

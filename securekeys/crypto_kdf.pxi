@@ -12,7 +12,7 @@ cdef int _kdf_call(_Args *a) noexcept nogil:
 
 # Never worth releasing the GIL: a few BLAKE2b blocks.
 cdef _Op _KDF = _Op(call=_kdf_call, name=b"crypto_kdf_derive_from_key",
-                    failure=SODIUM_INTERNAL, heavy=False)
+                    failure=SODIUM_INTERNAL, heavy=False, stack=_STACK_SMALL)
 
 
 cdef SecureKey derive_key_from(SecureBuffer master, unsigned long long subkey_id,

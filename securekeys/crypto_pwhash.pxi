@@ -19,7 +19,7 @@ cdef int _pwhash_call(_Args *a) noexcept nogil:
 # Always without the GIL (Argon2 takes milliseconds to seconds); a failure is
 # libsodium not getting `memlimit` bytes.
 cdef _Op _PWHASH = _Op(call=_pwhash_call, name=b"crypto_pwhash",
-                       failure=SODIUM_NO_MEMORY, heavy=True)
+                       failure=SODIUM_NO_MEMORY, heavy=True, stack=_STACK_ARGON2)
 
 
 def password_key(password, salt, size=32, *, opslimit=OPSLIMIT_INTERACTIVE,

@@ -35,13 +35,13 @@ cdef int _verify_call(_Args *a) noexcept nogil:
 # Always without the GIL: a scalar multiplication costs far more than
 # handing the GIL over.
 cdef _Op _KEYPAIR = _Op(call=_keypair_call, name=b"crypto_sign_keypair",
-                        failure=SODIUM_INTERNAL, heavy=True)
+                        failure=SODIUM_INTERNAL, heavy=True, stack=_STACK_SMALL)
 cdef _Op _SEED_KEYPAIR = _Op(call=_seed_keypair_call, name=b"crypto_sign_seed_keypair",
-                             failure=SODIUM_INTERNAL, heavy=True)
+                             failure=SODIUM_INTERNAL, heavy=True, stack=_STACK_SMALL)
 cdef _Op _SIGN = _Op(call=_sign_call, name=b"crypto_sign_detached",
-                     failure=SODIUM_INTERNAL, heavy=True)
+                     failure=SODIUM_INTERNAL, heavy=True, stack=_STACK_SMALL)
 cdef _Op _VERIFY = _Op(call=_verify_call, name=b"crypto_sign_verify_detached",
-                       failure=_ANSWER, heavy=True)
+                       failure=_ANSWER, heavy=True, stack=_STACK_PUBLIC)
 
 
 def signing_keypair(seed=None):

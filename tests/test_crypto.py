@@ -560,11 +560,12 @@ print("ECHO", bool(termios.tcgetattr(fd)[3] & termios.ECHO), flush=True)
 """
 
 
-def run_in_pty(answer: bytes, typed: bytes) -> tuple[bytes, int]:
+def run_in_pty(answer: bytes, typed: bytes, child: str = PTY_CHILD) -> tuple[bytes, int]:
     """Run read_password in a child whose controlling terminal is a new pty;
-    type `typed` once the prompt is shown.  Returns everything the terminal
+    type `typed` once the prompt ("Secret: ") is shown.  `child` is the
+    child's code, formatted with `answer`.  Returns everything the terminal
     displayed and the wait status."""
-    code = PTY_CHILD.format(answer=answer)
+    code = child.format(answer=answer)
     pid, master = pty.fork()
     if pid == 0:   # pragma: no cover - the child
         try:
