@@ -16,6 +16,10 @@
 #     securekeys.errors.DecryptionError, re-exported by securekeys.crypto);
 #   - `*_into` writes a public result into the caller's `out`; `*_from`
 #     returns secret results as new guarded memory, READONLY, never a copy;
+#   - inputs are read in place: they must not change during the call (the
+#     Python functions snapshot a mutable input that libsodium reads twice,
+#     such as aead_decrypt's ciphertext; at pointer level that is the
+#     caller's part);
 #   - after each libsodium call the stack it used and the registers it may
 #     have left secrets in are zeroed, on the calling thread.
 from securekeys._memory cimport SecureBuffer, SecureKey

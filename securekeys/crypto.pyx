@@ -9,7 +9,14 @@ and NOACCESS again afterwards; a destroyed key ends the process.
 Public inputs (messages, nonces, AAD, ciphertexts, public keys, signatures)
 are any bytes-like object and are read in place, without a copy.  A
 ``SecureBuffer`` is accepted there too (it is borrowed like a key), so that a
-secret can be encrypted or MACed without leaving guarded memory.
+secret can be encrypted or MACed without leaving guarded memory.  The one
+exception: an input libsodium reads twice (the ciphertext of aead_decrypt,
+the message of sign, the signature and public key of verify, the tag of
+mac_verify) is snapshotted first unless it is ``bytes`` or a sealed
+``SecureKey``, so that a buffer changing during the call (another thread,
+another process sharing the memory) cannot make the answer belong to bytes
+nobody gave -- a forged plaintext, a forged signature accepted, or one nonce
+for two messages.  A SecureBuffer's snapshot is guarded memory.
 
 Secret outputs (plaintexts, derived keys, secret signing keys) are written by
 libsodium straight into new guarded memory and returned READONLY.  Public
@@ -28,10 +35,13 @@ from typing import NamedTuple
 
 from cpython.buffer cimport PyObject_CheckBuffer, PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
+from cpython.mem cimport PyMem_RawMalloc, PyMem_RawFree
 from cpython.pyport cimport PY_SSIZE_T_MAX
+from cpython.ref cimport Py_INCREF, Py_DECREF
+from libc.string cimport memcpy
 
 from securekeys._checks cimport SODIUM_INTERNAL, SODIUM_FORGED, SODIUM_NO_MEMORY, sodium_failed
-from securekeys._memory cimport SecureBuffer, SecureKey
+from securekeys._memory cimport SecureBuffer, SecureKey, SK_READWRITE
 from securekeys.includes cimport sodium
 
 from securekeys.errors import DecryptionError
@@ -41,8 +51,9 @@ from securekeys.terminal import PASSWORD_MAX_BYTES, read_password
 # Bottom up: each file uses only the files above it.  An operation is
 # "validate, fill the call's arguments, run"; adding a libsodium family means
 # adding one file below the runner.
-include "crypto_args.pxi"       # checking keys, sizes and ints; public inputs read in place
+include "crypto_args.pxi"       # checking keys, sizes and ints before anything is borrowed
 include "crypto_runner.pxi"     # the one runner: borrow the key, maybe drop the GIL, call, wipe, release
+include "crypto_inputs.pxi"     # public inputs in place, or a snapshot when a call reads them twice
 include "crypto_aead.pxi"       # XChaCha20-Poly1305-IETF
 include "crypto_kdf.pxi"        # crypto_kdf subkeys (BLAKE2b)
 include "crypto_auth.pxi"       # HMAC-SHA-512-256 and keyed BLAKE2b

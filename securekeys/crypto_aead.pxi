@@ -84,8 +84,8 @@ def aead_encrypt(key, plaintext, nonce, aad=None):
     cdef _In n = _NO_INPUT
     cdef _In ad = _NO_INPUT
     try:
-        _input_fixed(nonce, &n, "nonce", sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES)
-        _input(plaintext, &m, "plaintext")
+        _input_fixed(nonce, &n, "nonce", sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES, _READ_ONCE)
+        _input(plaintext, &m, "plaintext", _READ_ONCE)
         _input_or_none(aad, &ad, "aad")
         if m.len > PY_SSIZE_T_MAX - <Py_ssize_t>sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES:
             raise ValueError("plaintext is too long")
@@ -110,14 +110,19 @@ def aead_decrypt(key, ciphertext, nonce, aad=None):
     A SecureBuffer cannot be empty: a ciphertext that authenticates but holds
     an empty plaintext raises a plain `ValueError` ("nothing to decrypt"),
     after the tag has been checked (a forged one is still DecryptionError).
+
+    libsodium checks the tag in one pass and decrypts in a second: a
+    ciphertext that is not ``bytes`` (a bytearray, an mmap, a SecureBuffer)
+    is copied first, so that bytes changing during the call can only make
+    it fail, never return a plaintext the sender did not write.
     """
     cdef SecureBuffer k = _secure_arg(key, "key", sodium.crypto_aead_xchacha20poly1305_ietf_KEYBYTES)
     cdef _In c = _NO_INPUT
     cdef _In n = _NO_INPUT
     cdef _In ad = _NO_INPUT
     try:
-        _input_fixed(nonce, &n, "nonce", sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES)
-        _input(ciphertext, &c, "ciphertext")
+        _input_fixed(nonce, &n, "nonce", sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES, _READ_ONCE)
+        _input(ciphertext, &c, "ciphertext", _READ_TWICE)
         _input_or_none(aad, &ad, "aad")
         return aead_decrypt_from(k, c.ptr, <size_t>c.len, ad.ptr, <size_t>ad.len, n.ptr)
     finally:

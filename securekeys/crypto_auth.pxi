@@ -80,7 +80,7 @@ def mac(key, message):
     cdef SecureBuffer k = _secure_arg(key, "key", sodium.crypto_auth_KEYBYTES)
     cdef _In m = _NO_INPUT
     try:
-        _input(message, &m, "message")
+        _input(message, &m, "message", _READ_ONCE)
         result = PyBytes_FromStringAndSize(NULL, sodium.crypto_auth_BYTES)
         mac_into(k, <unsigned char *>PyBytes_AS_STRING(result), m.ptr, <size_t>m.len)
     finally:
@@ -91,14 +91,15 @@ def mac(key, message):
 def mac_verify(key, message, tag):
     """True when `tag` (32 bytes) is the crypto_auth tag of `message`.
 
-    The comparison is constant-time (crypto_auth_verify).
+    The comparison is constant-time (crypto_auth_verify).  True says the
+    bytes read were authentic: verify a message nobody changes afterwards.
     """
     cdef SecureBuffer k = _secure_arg(key, "key", sodium.crypto_auth_KEYBYTES)
     cdef _In m = _NO_INPUT
     cdef _In t = _NO_INPUT
     try:
-        _input_fixed(tag, &t, "tag", sodium.crypto_auth_BYTES)
-        _input(message, &m, "message")
+        _input_fixed(tag, &t, "tag", sodium.crypto_auth_BYTES, _READ_TWICE)
+        _input(message, &m, "message", _READ_ONCE)
         return mac_check(k, m.ptr, <size_t>m.len, t.ptr) == 1
     finally:
         _release(&m)
@@ -116,7 +117,7 @@ def keyed_hash(key, message, size=32):
     _hash_key_len(k)
     cdef _In m = _NO_INPUT
     try:
-        _input(message, &m, "message")
+        _input(message, &m, "message", _READ_ONCE)
         result = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>n)
         keyed_hash_into(k, <unsigned char *>PyBytes_AS_STRING(result), n, m.ptr, <size_t>m.len)
     finally:

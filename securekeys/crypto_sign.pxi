@@ -76,11 +76,16 @@ cdef int sign_into(SecureBuffer secret, unsigned char *sig,
 
 
 def sign(secret, message):
-    """The 64-byte detached Ed25519 signature of `message` by `secret` (64 bytes)."""
+    """The 64-byte detached Ed25519 signature of `message` by `secret` (64 bytes).
+
+    Ed25519 reads the message twice (for the nonce, then the challenge): a
+    message that is not ``bytes`` or a sealed SecureKey is copied first, as
+    two messages under one nonce would give away the secret key.
+    """
     cdef SecureBuffer sk = _secure_arg(secret, "secret", sodium.crypto_sign_SECRETKEYBYTES)
     cdef _In m = _NO_INPUT
     try:
-        _input(message, &m, "message")
+        _input(message, &m, "message", _READ_TWICE)
         result = PyBytes_FromStringAndSize(NULL, sodium.crypto_sign_BYTES)
         sign_into(sk, <unsigned char *>PyBytes_AS_STRING(result), m.ptr, <size_t>m.len)
     finally:
@@ -90,15 +95,21 @@ def sign(secret, message):
 
 def verify(public, message, signature):
     """True when `signature` (64 bytes) is a valid Ed25519 signature of
-    `message` under `public` (32 bytes, bytes-like)."""
+    `message` under `public` (32 bytes, bytes-like).
+
+    The signature and public key are read twice by libsodium: unless they
+    are ``bytes`` they are copied first (96 bytes), so that a signature
+    changing during the call cannot be accepted.  True says the bytes read
+    were authentic: verify a message nobody changes afterwards.
+    """
     cdef _In pk = _NO_INPUT
     cdef _In m = _NO_INPUT
     cdef _In sig = _NO_INPUT
     cdef _Args a = _NO_ARGS
     try:
-        _input_fixed(public, &pk, "public", sodium.crypto_sign_PUBLICKEYBYTES)
-        _input_fixed(signature, &sig, "signature", sodium.crypto_sign_BYTES)
-        _input(message, &m, "message")
+        _input_fixed(public, &pk, "public", sodium.crypto_sign_PUBLICKEYBYTES, _READ_TWICE)
+        _input_fixed(signature, &sig, "signature", sodium.crypto_sign_BYTES, _READ_TWICE)
+        _input(message, &m, "message", _READ_ONCE)
         a.pk = pk.ptr
         a.tag = sig.ptr
         a.m = m.ptr
