@@ -42,6 +42,7 @@ from libc.string cimport memcpy
 
 from securekeys._checks cimport SODIUM_INTERNAL, SODIUM_FORGED, SODIUM_NO_MEMORY, sodium_failed
 from securekeys._memory cimport SecureBuffer, SecureKey, SK_READWRITE
+from securekeys._wipe cimport wipe_stack_and_registers
 from securekeys.includes cimport sodium
 
 from securekeys.errors import DecryptionError

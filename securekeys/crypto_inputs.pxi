@@ -52,6 +52,18 @@ cdef int _read_in_place(object obj, _In *inp, str name) except -1:
     return 0
 
 
+cdef int _copy_call(_Args *a) noexcept nogil:
+    memcpy(a.out, a.key, a.keylen)
+    return 0
+
+
+# Copying a SecureBuffer is a computation on secret bytes like any other: it
+# goes through the runner, which borrows the source and wipes after the copy
+# (memcpy leaves the bytes in vector registers).
+cdef _Op _COPY = _Op(call=_copy_call, name=b"memcpy", failure=SODIUM_INTERNAL,
+                     heavy=False, stack=_STACK_SMALL)
+
+
 cdef int _hold_still(_In *inp) except -1:
     # Make an input that a call reads twice immune to change during the call.
     # Only `bytes` and a sealed SecureKey can never change.  Anything else
@@ -63,16 +75,16 @@ cdef int _hold_still(_In *inp) except -1:
     cdef SecureBuffer snapshot
     cdef unsigned char *copy
     cdef size_t n = <size_t>inp.len
+    cdef _Args a = _NO_ARGS
     if inp.borrowed != NULL:
         original = <SecureBuffer>inp.borrowed
         if isinstance(original, SecureKey) and original.protection() != SK_READWRITE:
             return 0                  # a SecureKey never leaves READONLY/NOACCESS for READWRITE
-        # A SecureBuffer may hold a secret: its snapshot stays in guarded memory.
-        snapshot = SecureBuffer(n)
+        # A SecureBuffer may hold a secret: its snapshot stays in guarded
+        # memory, a new sealed SecureBuffer (destroyed if the copy fails).
+        snapshot = _run_into_new(&_COPY, &a, original, SecureBuffer(n))
         inp.owned = <void *>snapshot
         Py_INCREF(snapshot)           # dropped by _release()
-        memcpy(snapshot.fill_ptr(), inp.ptr, n)    # guarded to guarded
-        snapshot.seal()
         inp.ptr = snapshot.borrow_read()
         inp.borrowed = <void *>snapshot
         original.release_read()

@@ -14,8 +14,12 @@ from libc.string cimport memcpy
 
 from securekeys._fdio cimport read_retrying
 from securekeys._memory cimport SecureBuffer
+from securekeys._wipe cimport wipe_stack_and_registers
 
 PASSWORD_MAX_BYTES = 1024
+
+cdef enum:
+    _COPY_STACK = 1024    # memcpy and read(2)'s wrapper use a few hundred bytes of stack
 
 
 cdef Py_ssize_t _read_line(int fd, unsigned char *buf, Py_ssize_t cap, bint *eof) except -2:
@@ -87,6 +91,9 @@ def read_password(prompt="Password: "):
             raise ValueError("no password was entered")
         result = SecureBuffer(count)
         memcpy(result.fill_ptr(), line.borrow_read(), <size_t>count)   # guarded to guarded
+        # memcpy (and the newline test above) leave the passphrase's bytes in
+        # registers, which later code may spill to the stack.
+        wipe_stack_and_registers(_COPY_STACK)
         line.release_read()
         result.seal()
     except BaseException:

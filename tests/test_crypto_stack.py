@@ -151,6 +151,19 @@ sig = crypto.sign(pair.secret, message)
 snaps = [stack_now()]
 secrets = ed25519_secrets(seed, message)
 ''',
+    # A message that is a READWRITE SecureBuffer is copied (into guarded
+    # memory) before signing, as sign reads its message twice.
+    "sign(SecureBuffer)": '''
+pair = crypto.signing_keypair()
+master = pair.secret
+sub = SecureBuffer(SIZE)
+fd = os.open("/dev/urandom", os.O_RDONLY)
+sub.readinto(fd)
+os.close(fd)
+secrets = [("message", record(sub))] + ed25519_secrets(record(pair.secret)[:32])
+sig = crypto.sign(pair.secret, sub)
+snaps = [stack_now()]
+''',
 }
 
 FOOTER = '''
@@ -168,7 +181,7 @@ PARAMS = [
     ("mac", 64), ("mac", 4096), ("mac_verify", 64), ("mac_verify", 4096),
     ("keyed_hash", 64), ("keyed_hash", 4096),
     ("signing_keypair", 0), ("signing_keypair(seed)", 0),
-    ("sign", 64), ("sign", 4096),
+    ("sign", 64), ("sign", 4096), ("sign(SecureBuffer)", 64), ("sign(SecureBuffer)", 4096),
 ]
 
 
