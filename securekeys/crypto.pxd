@@ -13,9 +13,15 @@
 #     with length 0), fixed-size arguments are read in full: the caller
 #     guarantees their sizes (sodium.crypto_*BYTES);
 #   - errors raise the exceptions of the Python API (DecryptionError is
-#     securekeys.crypto.DecryptionError);
+#     securekeys.errors.DecryptionError, re-exported by securekeys.crypto);
 #   - `*_into` writes a public result into the caller's `out`; `*_from`
-#     returns secret results as new guarded memory, READONLY, never a copy.
+#     returns secret results as new guarded memory, READONLY, never a copy;
+#   - inputs are read in place: they must not change during the call (the
+#     Python functions snapshot a mutable input that libsodium reads twice,
+#     such as aead_decrypt's ciphertext; at pointer level that is the
+#     caller's part);
+#   - after each libsodium call the stack it used and the registers it may
+#     have left secrets in are zeroed, on the calling thread.
 from securekeys._memory cimport SecureBuffer, SecureKey
 
 # XChaCha20-Poly1305-IETF with a 32-byte key and a 24-byte nonce: writes

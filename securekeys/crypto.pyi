@@ -3,6 +3,9 @@ from typing import Final, NamedTuple
 from typing_extensions import Buffer
 
 from securekeys._memory import SecureBuffer, SecureKey
+from securekeys.errors import DecryptionError as DecryptionError
+from securekeys.terminal import PASSWORD_MAX_BYTES as PASSWORD_MAX_BYTES
+from securekeys.terminal import read_password as read_password
 
 AEAD_KEY_BYTES: Final[int]
 AEAD_NONCE_BYTES: Final[int]
@@ -22,9 +25,6 @@ OPSLIMIT_MAX: Final[int]
 MEMLIMIT_MIN: Final[int]
 MEMLIMIT_INTERACTIVE: Final[int]
 MEMLIMIT_MAX: Final[int]
-PASSWORD_MAX_BYTES: Final[int]
-
-class DecryptionError(ValueError): ...
 
 class SigningKeyPair(NamedTuple):
     public: bytes
@@ -51,4 +51,3 @@ def password_key(
     opslimit: int = ...,
     memlimit: int = ...,
 ) -> SecureKey: ...
-def read_password(prompt: str = "Password: ") -> SecureBuffer: ...

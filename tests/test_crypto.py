@@ -206,7 +206,8 @@ def test_tampering_any_byte_is_detected() -> None:
 
 def test_decryption_error_is_value_error() -> None:
     assert issubclass(DecryptionError, ValueError)
-    assert DecryptionError.__module__ == "securekeys.crypto"
+    assert DecryptionError.__module__ == "securekeys.errors"
+    assert DecryptionError is securekeys.errors.DecryptionError
 
 
 @pytest.mark.parametrize("length", range(16))
@@ -559,11 +560,12 @@ print("ECHO", bool(termios.tcgetattr(fd)[3] & termios.ECHO), flush=True)
 """
 
 
-def run_in_pty(answer: bytes, typed: bytes) -> tuple[bytes, int]:
+def run_in_pty(answer: bytes, typed: bytes, child: str = PTY_CHILD) -> tuple[bytes, int]:
     """Run read_password in a child whose controlling terminal is a new pty;
-    type `typed` once the prompt is shown.  Returns everything the terminal
+    type `typed` once the prompt ("Secret: ") is shown.  `child` is the
+    child's code, formatted with `answer`.  Returns everything the terminal
     displayed and the wait status."""
-    code = PTY_CHILD.format(answer=answer)
+    code = child.format(answer=answer)
     pid, master = pty.fork()
     if pid == 0:   # pragma: no cover - the child
         try:

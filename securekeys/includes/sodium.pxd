@@ -24,6 +24,12 @@ cdef extern from "sodium.h" nogil:
     void sodium_memzero(void *pnt, size_t len)
     int sodium_memcmp(const void *b1, const void *b2, size_t len)
     int sodium_is_zero(const unsigned char *n, size_t nlen)
+    # Zeroes `len` bytes of stack below the caller's frame (libsodium >= 1.0.16).
+    void sodium_stackzero(const size_t len)
+
+    # runtime.h: the CPU features libsodium detected at sodium_init()
+    int sodium_runtime_has_avx()
+    int sodium_runtime_has_avx512f()
 
     # randombytes.h
     void randombytes_buf(void *buf, size_t size)

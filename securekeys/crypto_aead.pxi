@@ -1,0 +1,131 @@
+# AEAD (included by crypto.pyx): XChaCha20-Poly1305-IETF, a 32-byte key and
+# a 24-byte random nonce; ciphertext and a 16-byte tag.
+
+AEAD_KEY_BYTES = sodium.crypto_aead_xchacha20poly1305_ietf_KEYBYTES
+AEAD_NONCE_BYTES = sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+AEAD_TAG_BYTES = sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES
+
+
+cdef int _aead_encrypt_call(_Args *a) noexcept nogil:
+    return sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        a.out, &a.written, a.m, a.mlen, a.ad, a.adlen, NULL, a.nonce, a.key)
+
+
+cdef int _aead_decrypt_call(_Args *a) noexcept nogil:
+    # With out == NULL (empty plaintext) libsodium only checks the tag.
+    return sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
+        a.out, &a.written, NULL, a.m, a.mlen, a.ad, a.adlen, a.nonce, a.key)
+
+
+cdef _Op _AEAD_ENCRYPT = _Op(call=_aead_encrypt_call, name=b"crypto_aead_xchacha20poly1305_ietf_encrypt",
+                             failure=SODIUM_INTERNAL, heavy=False, stack=_STACK_SMALL)
+cdef _Op _AEAD_DECRYPT = _Op(call=_aead_decrypt_call, name=b"crypto_aead_xchacha20poly1305_ietf_decrypt",
+                             failure=SODIUM_FORGED, heavy=False, stack=_STACK_SMALL)
+
+
+cdef int aead_encrypt_into(SecureBuffer key, unsigned char *out,
+                           const unsigned char *m, size_t mlen,
+                           const unsigned char *ad, size_t adlen,
+                           const unsigned char *nonce) except -1:
+    _secure_arg(key, "key", sodium.crypto_aead_xchacha20poly1305_ietf_KEYBYTES)
+    _need(out, 1, "out")
+    _need(nonce, 1, "nonce")
+    _need(m, mlen, "m")
+    _need(ad, adlen, "ad")
+    if mlen > sodium.crypto_aead_xchacha20poly1305_ietf_MESSAGEBYTES_MAX:
+        raise ValueError("plaintext is too long")
+    cdef _Args a = _NO_ARGS
+    a.m = m
+    a.mlen = mlen
+    a.ad = ad
+    a.adlen = adlen
+    a.nonce = nonce
+    a.out = out
+    a.outlen = mlen + sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES
+    return _run(&_AEAD_ENCRYPT, &a, key)
+
+
+cdef SecureBuffer aead_decrypt_from(SecureBuffer key,
+                                    const unsigned char *c, size_t clen,
+                                    const unsigned char *ad, size_t adlen,
+                                    const unsigned char *nonce):
+    _secure_arg(key, "key", sodium.crypto_aead_xchacha20poly1305_ietf_KEYBYTES)
+    _need(nonce, 1, "nonce")
+    _need(c, clen, "c")
+    _need(ad, adlen, "ad")
+    if clen < sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES:
+        raise DecryptionError(
+            f"ciphertext must be at least "
+            f"{sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES} bytes long "
+            f"(the tag), not {clen}")
+    cdef size_t expected = clen - sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES
+    cdef _Args a = _NO_ARGS
+    a.m = c
+    a.mlen = clen
+    a.ad = ad
+    a.adlen = adlen
+    a.nonce = nonce
+    if expected == 0:
+        _run(&_AEAD_DECRYPT, &a, key)     # the tag is checked first: forged is DecryptionError
+        raise ValueError("nothing to decrypt: the ciphertext is authentic but "
+                         "its plaintext is empty (a SecureBuffer cannot be empty)")
+    return _run_into_new(&_AEAD_DECRYPT, &a, key, SecureBuffer(expected))
+
+
+def aead_encrypt(key, plaintext, nonce, aad=None):
+    """Encrypt and authenticate `plaintext` (and authenticate `aad`).
+
+    XChaCha20-Poly1305-IETF with a 32-byte key and a 24-byte nonce; returns
+    ciphertext + 16-byte tag as bytes.  An empty plaintext is allowed (the
+    result is just the tag).  `aad=None` is the same as ``aad=b""``.
+    """
+    cdef SecureBuffer k = _secure_arg(key, "key", sodium.crypto_aead_xchacha20poly1305_ietf_KEYBYTES)
+    cdef _In m = _NO_INPUT
+    cdef _In n = _NO_INPUT
+    cdef _In ad = _NO_INPUT
+    try:
+        _input_fixed(nonce, &n, "nonce", sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES, _READ_ONCE)
+        _input(plaintext, &m, "plaintext", _READ_ONCE)
+        _input_or_none(aad, &ad, "aad")
+        if m.len > PY_SSIZE_T_MAX - <Py_ssize_t>sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES:
+            raise ValueError("plaintext is too long")
+        result = PyBytes_FromStringAndSize(NULL, m.len + sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES)
+        aead_encrypt_into(k, <unsigned char *>PyBytes_AS_STRING(result), m.ptr, <size_t>m.len,
+                          ad.ptr, <size_t>ad.len, n.ptr)
+    finally:
+        _release(&m)
+        _release(&n)
+        _release(&ad)
+    return result
+
+
+def aead_decrypt(key, ciphertext, nonce, aad=None):
+    """Authenticate and decrypt `ciphertext` into a new READONLY SecureBuffer.
+
+    The plaintext is written by libsodium straight into guarded memory.  A
+    forged or corrupted ciphertext, nonce or AAD, a wrong key, or a ciphertext
+    shorter than the 16-byte tag raise `DecryptionError` (a ValueError) and
+    leave no plaintext behind.
+
+    A SecureBuffer cannot be empty: a ciphertext that authenticates but holds
+    an empty plaintext raises a plain `ValueError` ("nothing to decrypt"),
+    after the tag has been checked (a forged one is still DecryptionError).
+
+    libsodium checks the tag in one pass and decrypts in a second: a
+    ciphertext that is not ``bytes`` (a bytearray, an mmap, a SecureBuffer)
+    is copied first, so that bytes changing during the call can only make
+    it fail, never return a plaintext the sender did not write.
+    """
+    cdef SecureBuffer k = _secure_arg(key, "key", sodium.crypto_aead_xchacha20poly1305_ietf_KEYBYTES)
+    cdef _In c = _NO_INPUT
+    cdef _In n = _NO_INPUT
+    cdef _In ad = _NO_INPUT
+    try:
+        _input_fixed(nonce, &n, "nonce", sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES, _READ_ONCE)
+        _input(ciphertext, &c, "ciphertext", _READ_TWICE)
+        _input_or_none(aad, &ad, "aad")
+        return aead_decrypt_from(k, c.ptr, <size_t>c.len, ad.ptr, <size_t>ad.len, n.ptr)
+    finally:
+        _release(&c)
+        _release(&n)
+        _release(&ad)

@@ -1,0 +1,129 @@
+# The runner (included by crypto.pyx): the one place that borrows a key,
+# chooses whether to release the GIL, calls libsodium and releases the key.
+#
+# Each libsodium function is wrapped once in a small `nogil` C function that
+# takes the call's arguments as one _Args struct, and described once by an
+# _Op (the wrapper, its name for errors, what a failure means, whether it is
+# always worth releasing the GIL, how much stack it may leave secrets on).
+# An operation then reads: validate, fill an _Args, `_run(&_THE_OP, &args,
+# key)`.  The model is libsodium's own _sodium_mprotect(ptr, cb) in utils.c:
+# one body, the varying part a pointer.
+
+
+# The arguments of one call.  Start from _NO_ARGS and set what the call
+# uses: the fields left zero are NULL pointers and empty lengths.
+cdef struct _Args:
+    # Set by the runner: the borrowed key (NULL when the call takes none).
+    const unsigned char *key
+    size_t keylen
+    # Public inputs: the bulk input (message, plaintext or ciphertext) and the
+    # AEAD's associated data decide whether to release the GIL.
+    const unsigned char *m
+    size_t mlen
+    const unsigned char *ad
+    size_t adlen
+    # Fixed-size public inputs; the caller guarantees their sizes.
+    const unsigned char *nonce
+    const unsigned char *context
+    const unsigned char *salt
+    const unsigned char *tag      # a MAC tag or a signature to check
+    const unsigned char *pk       # a public key to check against
+    unsigned long long subkey_id
+    unsigned long long opslimit
+    size_t memlimit
+    # The result: `outlen` bytes at `out`.  A call that reports how much it
+    # wrote sets `written`; the runner checks it is exactly `outlen`.
+    unsigned char *out
+    size_t outlen
+    unsigned long long written
+    unsigned char *pk_out         # a key pair's public half
+
+cdef _Args _NO_ARGS              # all zero: C zero-initialises statics
+
+
+# A libsodium call: 0 on success, as libsodium itself returns.
+ctypedef int (*_Call)(_Args *args) noexcept nogil
+
+cdef enum:
+    # _Op.failure beyond _checks' SODIUM_*: a non-zero return is the answer
+    # "not authentic" (a verify), not an error.
+    _ANSWER = -1
+    # Below this many input bytes the call is shorter than releasing and
+    # taking back the GIL; above it, other threads run while libsodium works.
+    _NOGIL_MIN = 1024
+    # _Op.stack: how much of the stack below the caller a call may leave
+    # secrets on (libsodium 1.0.18 leaves BLAKE2b's output buffer, ChaCha20's
+    # last block, message words, ... in its dead frames).  Measured deepest
+    # use on x86-64 (AVX2), painting the stack: AEAD 2.3 KiB, HMAC 1.7 KiB,
+    # BLAKE2b/KDF 1.5 KiB, Ed25519 signing 1.8 KiB, Argon2id 6.7 KiB; about
+    # twice that, for other CPUs' code paths and compilers.
+    _STACK_PUBLIC = 0         # no secret involved (verify): nothing to wipe
+    _STACK_SMALL = 4096
+    _STACK_ARGON2 = 16384
+
+cdef struct _Op:
+    _Call call
+    const char *name    # the libsodium function, for error messages
+    int failure         # what a non-zero return means: SODIUM_* or _ANSWER
+    bint heavy          # always release the GIL (signing, key pairs, Argon2)
+    size_t stack        # bytes of stack to wipe after the call (_STACK_*)
+
+
+cdef inline bint _large(size_t a, size_t b) noexcept nogil:
+    # Inputs of a + b bytes: worth releasing the GIL for?  (Cannot overflow.)
+    return a >= _NOGIL_MIN or b >= _NOGIL_MIN or a + b >= _NOGIL_MIN
+
+
+cdef int _call_and_wipe(const _Op *op, _Args *args) noexcept nogil:
+    # The call, then its dead frames and the registers it may have left
+    # secrets in zeroed, on the thread that made it and before anything else
+    # runs there: no copy of a key, a plaintext or a derived secret outlives
+    # the call on the stack (nor reaches a core file).
+    cdef int rc = op.call(args)
+    if op.stack != 0:
+        wipe_stack_and_registers(op.stack)
+    return rc
+
+
+cdef int _run(const _Op *op, _Args *args, SecureBuffer key) except -1:
+    # Borrow `key` (None: the call takes no key) for exactly the length of
+    # the call, make it, release the key whatever happens.  Returns 0, or 1
+    # when an _ANSWER call said "not authentic"; a failure raises.
+    cdef int rc
+    cdef bint without_gil = op.heavy or _large(args.mlen, args.adlen)
+    args.written = args.outlen
+    if key is not None:
+        args.keylen = key.nbytes()
+        args.key = key.borrow_read()
+    try:
+        if without_gil:
+            with nogil:
+                rc = _call_and_wipe(op, args)
+        else:
+            rc = _call_and_wipe(op, args)
+    finally:
+        if key is not None:
+            args.key = NULL
+            key.release_read()
+    if rc != 0:
+        if op.failure == _ANSWER:
+            return 1
+        return sodium_failed(op.name, op.failure)
+    if args.written != args.outlen:
+        return sodium_failed(op.name, SODIUM_INTERNAL)
+    return 0
+
+
+cdef SecureBuffer _run_into_new(const _Op *op, _Args *args, SecureBuffer key, SecureBuffer result):
+    # A secret result: libsodium writes it straight into `result` (new,
+    # READWRITE, unborrowed), which is then sealed READONLY.  On any failure
+    # the result is destroyed, so that nothing is left behind.
+    try:
+        args.out = result.fill_ptr()
+        args.outlen = result.nbytes()
+        _run(op, args, key)
+        result.seal()
+    except BaseException:
+        result.destroy()
+        raise
+    return result
