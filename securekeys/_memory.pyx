@@ -37,6 +37,7 @@ from posix.unistd cimport close, ftruncate, geteuid, pause, read, sysconf, write
 
 from securekeys._checks cimport raise_errno
 from securekeys._fdio cimport read_retrying
+from securekeys._wipe cimport wipe_stack_and_registers
 from securekeys.includes cimport sodium, system
 from securekeys.errors import LockError, SecurityWarning
 

@@ -309,6 +309,7 @@ cdef class SecureBuffer:
             theirs = that.borrow_read()
             try:
                 rc = sodium.sodium_memcmp(mine, theirs, self._size)
+                wipe_stack_and_registers(_MEMCMP_STACK)   # both keys' bytes passed through them
             finally:
                 that.release_read()
         finally:

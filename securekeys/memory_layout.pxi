@@ -36,6 +36,7 @@ cdef enum:
     _SLOTS_PER_SMALL_CHUNK = 64
     _SLOTS_PER_SECRET_CHUNK = 8
     _WRITABLE_FREE_MAX_PAGES = 16  # free slots up to 64 KiB may stay READWRITE (zeroed)
+    _MEMCMP_STACK = 512            # stack bytes to zero after comparing two keys
 cdef unsigned char _canary[_CANARY_SIZE]
 
 cdef struct Chunk:

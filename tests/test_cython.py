@@ -121,7 +121,7 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Venv:
 # -- the wheel --------------------------------------------------------------------
 
 # Inline helpers compiled into securekeys' own modules only: not in the wheel.
-INTERNAL_DECLARATIONS = {"securekeys/_checks.pxd", "securekeys/_fdio.pxd"}
+INTERNAL_DECLARATIONS = {"securekeys/_checks.pxd", "securekeys/_fdio.pxd", "securekeys/_wipe.pxd"}
 
 
 def _expected_wheel_files() -> tuple[set[str], set[str]]:
