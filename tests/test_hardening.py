@@ -368,7 +368,8 @@ def test_secretmem_passes_the_same_suite() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
          "tests/test_memory.py", "tests/test_files.py", "tests/test_keyring.py",
-         "tests/test_pool.py", "tests/test_crypto.py"],
+         "tests/test_pool.py", "tests/test_crypto.py", "tests/test_cli.py",
+         "tests/test_crypto_stack.py", "tests/test_crypto_toctou.py"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
