@@ -27,7 +27,7 @@ from libc.string cimport memcpy, memset, strerror, strlen
 from posix.mman cimport (
     mmap, munmap, mprotect, mlock2, madvise, MAP_FAILED, MAP_PRIVATE, MAP_SHARED,
     MAP_ANONYMOUS, MAP_NORESERVE, PROT_NONE, PROT_READ, PROT_WRITE, MLOCK_ONFAULT,
-    MADV_DONTDUMP, MADV_WIPEONFORK, MADV_DONTFORK,
+    MADV_DONTDUMP, MADV_WIPEONFORK, MADV_DONTFORK, MADV_HUGEPAGE,
 )
 from posix.signal cimport sigaction, sigaction_t, sigemptyset, siginfo_t, SA_ONSTACK, SA_SIGINFO
 from posix.fcntl cimport O_CLOEXEC, O_NOCTTY, O_NONBLOCK, O_RDONLY

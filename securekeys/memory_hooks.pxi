@@ -58,4 +58,5 @@ def _allocator_stats():
         "chunks": chunks,
         "pool_bytes": _pool_bytes,
         "pool_limit": _pool_limit,
+        "huge_page_slots": _huge_slots,
     }

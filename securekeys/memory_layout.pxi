@@ -30,6 +30,8 @@
 
 
 cdef size_t _page_size = <size_t>sysconf(_SC_PAGESIZE)
+cdef size_t _HUGE_PAGE_PAGES = _HUGE_PAGE_SIZE // _page_size
+cdef size_t _huge_slots = 0        # huge-page slots mapped (for report())
 cdef enum:
     _CANARY_SIZE = 16
     _MAX_POOLED_PAGES = 513        # slots up to 2 MiB are pooled
@@ -37,6 +39,8 @@ cdef enum:
     _SLOTS_PER_SECRET_CHUNK = 8
     _WRITABLE_FREE_MAX_PAGES = 16  # free slots up to 64 KiB may stay READWRITE (zeroed)
     _MEMCMP_STACK = 512            # stack bytes to zero after comparing two keys
+    _HUGE_PAGE_SIZE = 2 * 1024 * 1024   # x86-64's PMD-mapped transparent huge page
+    _HUGE_SLOT_MIN_PAGES = 256     # secrets of 1 MiB and more get huge-page slots
 cdef unsigned char _canary[_CANARY_SIZE]
 
 cdef struct Chunk:

