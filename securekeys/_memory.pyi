@@ -5,6 +5,8 @@ from typing import Any, Literal, NoReturn
 
 from typing_extensions import Self, disjoint_base
 
+_ExcType = type[BaseException] | None
+
 class Protection(enum.Enum):
     NOACCESS = "noaccess"
     READONLY = "readonly"
@@ -14,12 +16,7 @@ class Protection(enum.Enum):
 @disjoint_base
 class _Borrow:
     def __enter__(self) -> memoryview: ...
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
+    def __exit__(self, exc_type: _ExcType, exc: BaseException | None, tb: TracebackType | None) -> None: ...
 
 @disjoint_base
 class SecureBuffer:
@@ -55,12 +52,7 @@ class SecureBuffer:
     def __copy__(self) -> NoReturn: ...
     def __deepcopy__(self, memo: Any) -> NoReturn: ...
     def __enter__(self) -> Self: ...
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
+    def __exit__(self, exc_type: _ExcType, exc: BaseException | None, tb: TracebackType | None) -> None: ...
 
 class SecureKey(SecureBuffer):
     def readwrite(self) -> NoReturn: ...
