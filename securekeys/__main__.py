@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 import securekeys
 from securekeys import SecureBuffer, SecureKey, create_key, report, write_key
@@ -43,7 +44,7 @@ def _size(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="securekeys",
         description="Create, check and inspect key files kept out of ordinary memory.",
         epilog="example: securekeys create app.key && securekeys check app.key",
@@ -149,7 +150,7 @@ def _print(lines: list[str], command: str) -> int:
     """The report of a command that did its job; a closed stdout does not undo it."""
     try:
         if sys.stdout is not None:   # None: started with stdout closed
-            sys.stdout.write("".join(f"{line}\n" for line in lines))
+            sys.stdout.write("".join(f"{_one_line(line)}\n" for line in lines))
             sys.stdout.flush()
     except OSError as error:
         # Nothing more can reach stdout; point it at /dev/null so that the
@@ -167,7 +168,21 @@ def _print(lines: list[str], command: str) -> int:
 
 def _say(message: str) -> None:
     with contextlib.suppress(OSError, ValueError, AttributeError):   # stderr may be gone too
-        print(f"securekeys: {message}", file=sys.stderr, flush=True)
+        print(f"securekeys: {_one_line(message)}", file=sys.stderr, flush=True)
+
+
+def _one_line(text: str) -> str:
+    """`text` with every character that could start a new line (or hide one) escaped:
+    a path or a link target may hold "\n" and fake a line of our output."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line too, with where to look."""
+
+    def error(self, message: str) -> NoReturn:
+        _say(f"usage error: {message} (see {self.prog} --help)")
+        sys.exit(2)
 
 
 def _describe(error: BaseException) -> str:

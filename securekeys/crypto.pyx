@@ -12,10 +12,10 @@ are any bytes-like object and are read in place, without a copy.  A
 secret can be encrypted or MACed without leaving guarded memory.  The one
 exception: an input libsodium reads twice (the ciphertext of aead_decrypt,
 the message of sign, the signature and public key of verify, the tag of
-mac_verify) is snapshotted first unless it is ``bytes`` or a sealed
-``SecureKey``, so that a buffer changing during the call (another thread,
-another process sharing the memory) cannot make the answer belong to bytes
-nobody gave -- a forged plaintext, a forged signature accepted, or one nonce
+mac_verify) is snapshotted first unless it is ``bytes``, so that a buffer
+changing during the call (another thread, another process sharing the
+memory, a key destroyed by another thread) cannot make the answer belong to
+bytes nobody gave -- a forged plaintext, a forged signature accepted, or one nonce
 for two messages.  A SecureBuffer's snapshot is guarded memory.
 
 Secret outputs (plaintexts, derived keys, secret signing keys) are written by
@@ -41,7 +41,7 @@ from cpython.ref cimport Py_INCREF, Py_DECREF
 from libc.string cimport memcpy
 
 from securekeys._checks cimport SODIUM_INTERNAL, SODIUM_FORGED, SODIUM_NO_MEMORY, sodium_failed
-from securekeys._memory cimport SecureBuffer, SecureKey, SK_READWRITE
+from securekeys._memory cimport SecureBuffer, SecureKey
 from securekeys._wipe cimport wipe_stack_and_registers
 from securekeys.includes cimport sodium
 

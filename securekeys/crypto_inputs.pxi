@@ -66,11 +66,14 @@ cdef _Op _COPY = _Op(call=_copy_call, name=b"memcpy", failure=SODIUM_INTERNAL,
 
 cdef int _hold_still(_In *inp) except -1:
     # Make an input that a call reads twice immune to change during the call.
-    # Only `bytes` and a sealed SecureKey can never change.  Anything else
-    # can, and holding the GIL would not stop it: a buffer may be a shared
-    # mmap another process writes, or memory a C thread fills; so the call
-    # reads a snapshot taken now.  A torn snapshot is harmless: it is what
-    # the call then checks and uses, consistently.
+    # Only `bytes` can never change.  Anything else can, and holding the GIL
+    # would not stop it: a buffer may be a shared mmap another process
+    # writes, or memory a C thread fills; even a sealed SecureKey changes when
+    # another thread destroys it mid-call (wiped to zeros, and on a KeyRing
+    # page still readable through its page-mates: sign() would then use one
+    # nonce for two messages).  So the call reads a snapshot taken now.  A
+    # torn snapshot is harmless: it is what the call then checks and uses,
+    # consistently.
     cdef SecureBuffer original
     cdef SecureBuffer snapshot
     cdef unsigned char *copy
@@ -78,8 +81,6 @@ cdef int _hold_still(_In *inp) except -1:
     cdef _Args a = _NO_ARGS
     if inp.borrowed != NULL:
         original = <SecureBuffer>inp.borrowed
-        if isinstance(original, SecureKey) and original.protection() != SK_READWRITE:
-            return 0                  # a SecureKey never leaves READONLY/NOACCESS for READWRITE
         # A SecureBuffer may hold a secret: its snapshot stays in guarded
         # memory, a new sealed SecureBuffer (destroyed if the copy fails).
         snapshot = _run_into_new(&_COPY, &a, original, SecureBuffer(n))

@@ -145,8 +145,10 @@ def _open_trusted_directory(directory: bytes, path: StrOrBytesPath) -> int:
             step = os.open(part, _PATH_FLAGS, dir_fd=fd)
             link = os.fstat(step)
             if not stat.S_ISLNK(link.st_mode):
-                os.close(fd)
-                fd = step
+                # Swap before closing: an exception in between (a signal
+                # handler's) must never make the except below close twice.
+                fd, previous = step, fd
+                os.close(previous)
                 continue
             try:
                 target = os.readlink(b"", dir_fd=step)   # this very link, whatever its name holds now
@@ -165,8 +167,9 @@ def _open_trusted_directory(directory: bytes, path: StrOrBytesPath) -> int:
             if links > _MAX_SYMLINKS:
                 raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
             if target.startswith(b"/"):
-                os.close(fd)
-                fd = os.open(b"/", _PATH_FLAGS)
+                root = os.open(b"/", _PATH_FLAGS)
+                fd, previous = root, fd
+                os.close(previous)
             todo += target.split(b"/")[::-1]
         return fd
     except BaseException:

@@ -31,6 +31,15 @@ def _at_eof(int fd):
     return got == 0
 
 
+cdef bytes _c_path(object path):
+    # A path for C: as os.open takes it, and refused as os.open refuses it
+    # when it holds a NUL byte (C would read only up to it: another file).
+    cdef bytes encoded = os.fsencode(path)
+    if b"\0" in encoded:
+        raise ValueError("embedded null byte")
+    return encoded
+
+
 RESOLVE_NO_XDEV = system.RESOLVE_NO_XDEV
 RESOLVE_NO_MAGICLINKS = system.RESOLVE_NO_MAGICLINKS
 RESOLVE_NO_SYMLINKS = system.RESOLVE_NO_SYMLINKS
@@ -41,7 +50,7 @@ def _openat2(int dir_fd, path, int flags, unsigned long long resolve):
     """openat2(2): open `path` (str or bytes) relative to `dir_fd` under the
     RESOLVE_* restrictions; the new fd, or OSError naming `path` (ELOOP: a
     forbidden link; ENOSYS: a kernel older than Linux 5.6)."""
-    cdef bytes encoded = os.fsencode(path)
+    cdef bytes encoded = _c_path(path)
     cdef const char *c_path = encoded
     cdef int fd
     with nogil:
@@ -70,7 +79,7 @@ def _read_key_strict(SecureBuffer key, path):
     Nothing is left behind on False (fd closed; the key is refilled or
     destroyed by the full path).
     """
-    cdef bytes encoded = os.fsencode(path)
+    cdef bytes encoded = _c_path(path)
     cdef const char *c_path = encoded
     cdef unsigned char *data = key._c_data
     cdef size_t size = key._size

@@ -51,8 +51,8 @@ def test_sizes_up_to_the_maximum(private_dir: Path) -> None:
 def test_sizes_past_the_maximum_are_usage_errors(private_dir: Path, command: str, size: str) -> None:
     done = cli(command, str(private_dir / "k"), "--size", size)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.splitlines()[-1] == (f"securekeys {command}: error: argument --size: "
-                                            f"{size} is too large: a key is at most 65536 bytes (64 KiB)")
+    assert done.stderr == (f"securekeys: usage error: argument --size: {size} is too large: a key is "
+                           f"at most 65536 bytes (64 KiB) (see securekeys {command} --help)\n")
     assert os.listdir(private_dir) == []
 
 
@@ -98,7 +98,21 @@ def test_check_a_key_behind_a_strangers_directory_link(private_dir: Path) -> Non
                                   ["check", "x", "--size", "many"]])
 def test_usage_errors_exit_2(args: list[str]) -> None:
     done = cli(*args)
-    assert done.returncode == 2 and "usage:" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 2 and done.stderr.startswith("securekeys: usage error: ")
+    assert done.stderr.count("\n") == 1 and "--help)" in done.stderr
+
+
+def test_a_path_or_link_target_cannot_add_a_line(private_dir: Path) -> None:
+    # A newline in a name would let whoever names the file fake a line of ours.
+    fake = "k\nsecurekeys: k: OK"
+    done = cli("check", str(private_dir / fake))
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "k\\nsecurekeys: k: OK" in done.stderr
+    os.symlink("t\u2028securekeys: forged", private_dir / "link")
+    done = cli("check", str(private_dir / "link"))
+    assert done.returncode == 1 and len(done.stderr.splitlines()) == 1, done.stderr
+    made = cli("create", str(private_dir / "new\nline"))
+    assert made.returncode == 0 and made.stdout.count("\n") == 1, made.stdout
 
 
 @pytest.mark.parametrize("command, example", [

@@ -282,3 +282,47 @@ def test_secure_buffer_inputs_read_twice(noaccess: bool) -> None:
     assert _memory.live_buffers() == live      # no snapshot left behind
     assert ciphertext.state.name == ("NOACCESS" if noaccess else "READWRITE")
     assert message.state.name == ("NOACCESS" if noaccess else "READONLY")
+
+
+def test_sign_never_reuses_a_nonce_when_another_thread_destroys_the_message() -> None:
+    # The message is a KeyRing key whose page a READONLY neighbour keeps
+    # readable: destroyed mid-call, it reads as zeros without a fault.  Read
+    # in place, the nonce came from one message and the challenge from the
+    # other, and two such signatures give away the secret key.
+    result = run_python("""
+import os, sys, threading
+sys.setswitchinterval(1e-6)
+from securekeys import KeyRing
+from securekeys.crypto import signing_keypair, sign
+size = 2000
+pair = signing_keypair()
+message = os.urandom(size)
+honest = sign(pair.secret, message)
+reused = 0
+for _ in range(600):
+    ring = KeyRing(size)           # two keys a page: the neighbour shares m's page
+    neighbour = ring.create_key()
+    m = ring._new_key()            # a ring key holding the message, READONLY
+    r, w = os.pipe()
+    os.write(w, message)
+    os.close(w)
+    m.readinto(r)
+    os.close(r)
+    m.readonly()
+    started = [False]
+    def destroy_it(key=m):
+        while not started[0]:
+            pass
+        key.destroy()
+    thread = threading.Thread(target=destroy_it)
+    thread.start()
+    started[0] = True
+    signature = sign(pair.secret, m)
+    thread.join()
+    if signature[:32] == honest[:32] and signature != honest:
+        reused += 1
+    neighbour.destroy()
+print(reused)
+""")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == b"0"

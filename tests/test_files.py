@@ -790,3 +790,12 @@ def test_the_c_path_accepts_exactly_what_the_full_path_accepts(private_dir: Path
     del fast_key
     gc.collect()
     assert live_buffers() == before
+
+
+@pytest.mark.parametrize("tail", ["\0", "\0xyz"])
+def test_a_nul_byte_in_the_path_is_refused_not_cut_short(private_dir: Path, tail: str) -> None:
+    # C reads a path only up to its first NUL: "good\0xyz" would open "good".
+    make_file(private_dir / "good", b"k" * SIZE)
+    for path in (str(private_dir / "good") + tail, os.fsencode(str(private_dir / "good") + tail)):
+        with pytest.raises(ValueError, match="null byte"):
+            read_key(path, SIZE)
