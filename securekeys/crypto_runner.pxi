@@ -37,6 +37,9 @@ cdef struct _Args:
     size_t outlen
     unsigned long long written
     unsigned char *pk_out         # a key pair's public half
+    # Set by the runner: a secret state libsodium updates (secretstream),
+    # borrowed for writing for the length of the call.
+    unsigned char *state
 
 cdef _Args _NO_ARGS              # all zero: C zero-initialises statics
 
@@ -85,23 +88,41 @@ cdef int _call_and_wipe(const _Op *op, _Args *args) noexcept nogil:
     return rc
 
 
-cdef int _run(const _Op *op, _Args *args, SecureBuffer key) except -1:
-    # Borrow `key` (None: the call takes no key) for exactly the length of
-    # the call, make it, release the key whatever happens.  Returns 0, or 1
-    # when an _ANSWER call said "not authentic"; a failure raises.
+cdef int _run(const _Op *op, _Args *args, SecureBuffer key,
+              SecureBuffer sink=None, SecureBuffer state=None) except -1:
+    # Borrow `key` for reading (None: the call takes no key), and `sink` (a
+    # caller's buffer the secret result goes to: args.out) and `state` (a
+    # secret state libsodium updates: args.state) for writing, for exactly
+    # the length of the call; make it; release all of them whatever happens.
+    # Returns 0, or 1 when an _ANSWER call said "not authentic"; a failure
+    # raises.
     cdef int rc
     cdef bint without_gil = op.heavy or _large(args.mlen, args.adlen)
+    cdef bint sink_borrowed = False
+    cdef bint state_borrowed = False
     args.written = args.outlen
     if key is not None:
         args.keylen = key.nbytes()
         args.key = key.borrow_read()
     try:
+        if sink is not None:
+            args.out = sink.borrow_write()
+            sink_borrowed = True
+        if state is not None:
+            args.state = state.borrow_write()
+            state_borrowed = True
         if without_gil:
             with nogil:
                 rc = _call_and_wipe(op, args)
         else:
             rc = _call_and_wipe(op, args)
     finally:
+        if state_borrowed:
+            args.state = NULL
+            state.release_write()
+        if sink_borrowed:
+            args.out = NULL
+            sink.release_write()
         if key is not None:
             args.key = NULL
             key.release_read()

@@ -166,6 +166,11 @@ snaps = [stack_now()]
 ''',
 }
 
+# The same decryption into a caller's buffer.
+CASES["aead_decrypt_into"] = CASES["aead_decrypt"].replace(
+    "sub = crypto.aead_decrypt(master, box, nonce)",
+    "sub = SecureBuffer(SIZE)\ncrypto.aead_decrypt_into(master, box, nonce, sub)")
+
 FOOTER = '''
 sub.destroy()
 master.destroy()
@@ -178,6 +183,7 @@ PARAMS = [
     ("derive_key", 0), ("password_key", 0),
     ("aead_encrypt", 64), ("aead_encrypt", 4096),
     ("aead_decrypt", 64), ("aead_decrypt", 4096),
+    ("aead_decrypt_into", 64), ("aead_decrypt_into", 4096),
     ("mac", 64), ("mac", 4096), ("mac_verify", 64), ("mac_verify", 4096),
     ("keyed_hash", 64), ("keyed_hash", 4096),
     ("signing_keypair", 0), ("signing_keypair(seed)", 0),
