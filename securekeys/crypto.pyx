@@ -56,6 +56,7 @@ include "crypto_args.pxi"       # checking keys, sizes and ints before anything 
 include "crypto_runner.pxi"     # the one runner: borrow the key, maybe drop the GIL, call, wipe, release
 include "crypto_inputs.pxi"     # public inputs in place, or a snapshot when a call reads them twice
 include "crypto_aead.pxi"       # XChaCha20-Poly1305-IETF
+include "crypto_secretbox.pxi"  # encrypt/decrypt: the AEAD with a random nonce in front
 include "crypto_kdf.pxi"        # crypto_kdf subkeys (BLAKE2b)
 include "crypto_auth.pxi"       # HMAC-SHA-512-256 and keyed BLAKE2b
 include "crypto_sign.pxi"       # Ed25519

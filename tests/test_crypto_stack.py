@@ -166,10 +166,30 @@ snaps = [stack_now()]
 ''',
 }
 
-# The same decryption into a caller's buffer.
-CASES["aead_decrypt_into"] = CASES["aead_decrypt"].replace(
-    "sub = crypto.aead_decrypt(master, box, nonce)",
-    "sub = SecureBuffer(SIZE)\ncrypto.aead_decrypt_into(master, box, nonce, sub)")
+
+
+def variant(case: str, *edits: tuple[str, str]) -> str:
+    """CASES[case] with each (old, new) line replaced; every old line must be there."""
+    code = CASES[case]
+    for old, new in edits:
+        if old not in code:
+            raise AssertionError(f"{old!r} not in {case}")
+        code = code.replace(old, new)
+    return code
+
+
+AEAD_BOX = "box = crypto.aead_encrypt(master, plain, nonce)"
+AEAD_OPEN = "sub = crypto.aead_decrypt(master, box, nonce)"
+CASES["aead_decrypt_into"] = variant(
+    "aead_decrypt", (AEAD_OPEN, "sub = SecureBuffer(SIZE)\ncrypto.aead_decrypt_into(master, box, nonce, sub)"))
+# encrypt/decrypt: the nonce travels in front of the AEAD's output.
+CASES["encrypt"] = variant("aead_encrypt", (AEAD_BOX, "box = crypto.encrypt(master, plain)[24:]"))
+CASES["decrypt"] = variant(
+    "aead_decrypt", (AEAD_BOX, "box = crypto.encrypt(master, plain)"),
+    (AEAD_OPEN, "sub = crypto.decrypt(master, box)"))
+CASES["decrypt_into"] = variant(
+    "aead_decrypt", (AEAD_BOX, "box = crypto.encrypt(master, plain)"),
+    (AEAD_OPEN, "sub = SecureBuffer(SIZE)\ncrypto.decrypt_into(master, box, sub)"))
 
 FOOTER = '''
 sub.destroy()
@@ -184,6 +204,8 @@ PARAMS = [
     ("aead_encrypt", 64), ("aead_encrypt", 4096),
     ("aead_decrypt", 64), ("aead_decrypt", 4096),
     ("aead_decrypt_into", 64), ("aead_decrypt_into", 4096),
+    ("encrypt", 64), ("encrypt", 4096), ("decrypt", 64), ("decrypt", 4096),
+    ("decrypt_into", 64), ("decrypt_into", 4096),
     ("mac", 64), ("mac", 4096), ("mac_verify", 64), ("mac_verify", 4096),
     ("keyed_hash", 64), ("keyed_hash", 4096),
     ("signing_keypair", 0), ("signing_keypair(seed)", 0),
