@@ -19,6 +19,10 @@ SIGN_SEED_BYTES: Final[int]
 SIGN_PUBLIC_KEY_BYTES: Final[int]
 SIGN_SECRET_KEY_BYTES: Final[int]
 SIGNATURE_BYTES: Final[int]
+KX_PUBLIC_KEY_BYTES: Final[int]
+KX_SECRET_KEY_BYTES: Final[int]
+KX_SEED_BYTES: Final[int]
+KX_SESSION_KEY_BYTES: Final[int]
 PWHASH_SALT_BYTES: Final[int]
 OPSLIMIT_MIN: Final[int]
 OPSLIMIT_INTERACTIVE: Final[int]
@@ -30,6 +34,14 @@ MEMLIMIT_MAX: Final[int]
 class SigningKeyPair(NamedTuple):
     public: bytes
     secret: SecureKey
+
+class KxKeyPair(NamedTuple):
+    public: bytes
+    secret: SecureKey
+
+class SessionKeys(NamedTuple):
+    rx: SecureKey
+    tx: SecureKey
 
 def aead_encrypt(
     key: SecureBuffer, plaintext: Buffer, nonce: Buffer, aad: Buffer | None = None
@@ -58,3 +70,6 @@ def password_key(
     opslimit: int = ...,
     memlimit: int = ...,
 ) -> SecureKey: ...
+def kx_keypair(seed: SecureBuffer | None = None) -> KxKeyPair: ...
+def kx_client_session_keys(client: KxKeyPair, server_public: Buffer) -> SessionKeys: ...
+def kx_server_session_keys(server: KxKeyPair, client_public: Buffer) -> SessionKeys: ...

@@ -61,3 +61,4 @@ include "crypto_kdf.pxi"        # crypto_kdf subkeys (BLAKE2b)
 include "crypto_auth.pxi"       # HMAC-SHA-512-256 and keyed BLAKE2b
 include "crypto_sign.pxi"       # Ed25519
 include "crypto_pwhash.pxi"     # Argon2id
+include "crypto_kx.pxi"         # X25519 key exchange: session keys

@@ -151,6 +151,23 @@ sig = crypto.sign(pair.secret, message)
 snaps = [stack_now()]
 secrets = ed25519_secrets(seed, message)
 ''',
+    "kx_keypair(seed)": '''
+master = create_key(32)
+secrets = [("seed", record(master))]
+pair = crypto.kx_keypair(master)
+snaps = [stack_now()]
+sub = pair.secret
+secrets.append(("secret key", record(sub)))
+''',
+    "kx_session_keys": '''
+pair, peer = crypto.kx_keypair(), crypto.kx_keypair()
+master = pair.secret
+keys = crypto.kx_client_session_keys(pair, peer.public)
+snaps = [stack_now()]
+sub = keys.rx
+secrets = [("secret key", record(master)), ("rx", record(keys.rx)), ("tx", record(keys.tx))]
+keys.tx.destroy()
+''',
     # A message that is a READWRITE SecureBuffer is copied (into guarded
     # memory) before signing, as sign reads its message twice.
     "sign(SecureBuffer)": '''
@@ -209,6 +226,7 @@ PARAMS = [
     ("mac", 64), ("mac", 4096), ("mac_verify", 64), ("mac_verify", 4096),
     ("keyed_hash", 64), ("keyed_hash", 4096),
     ("signing_keypair", 0), ("signing_keypair(seed)", 0),
+    ("kx_keypair(seed)", 0), ("kx_session_keys", 0),
     ("sign", 64), ("sign", 4096), ("sign(SecureBuffer)", 64), ("sign(SecureBuffer)", 4096),
 ]
 
