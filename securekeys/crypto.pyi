@@ -23,6 +23,10 @@ KX_PUBLIC_KEY_BYTES: Final[int]
 KX_SECRET_KEY_BYTES: Final[int]
 KX_SEED_BYTES: Final[int]
 KX_SESSION_KEY_BYTES: Final[int]
+BOX_PUBLIC_KEY_BYTES: Final[int]
+BOX_SECRET_KEY_BYTES: Final[int]
+BOX_SEED_BYTES: Final[int]
+BOX_SEAL_BYTES: Final[int]
 PWHASH_SALT_BYTES: Final[int]
 OPSLIMIT_MIN: Final[int]
 OPSLIMIT_INTERACTIVE: Final[int]
@@ -36,6 +40,10 @@ class SigningKeyPair(NamedTuple):
     secret: SecureKey
 
 class KxKeyPair(NamedTuple):
+    public: bytes
+    secret: SecureKey
+
+class BoxKeyPair(NamedTuple):
     public: bytes
     secret: SecureKey
 
@@ -73,3 +81,6 @@ def password_key(
 def kx_keypair(seed: SecureBuffer | None = None) -> KxKeyPair: ...
 def kx_client_session_keys(client: KxKeyPair, server_public: Buffer) -> SessionKeys: ...
 def kx_server_session_keys(server: KxKeyPair, client_public: Buffer) -> SessionKeys: ...
+def box_keypair(seed: SecureBuffer | None = None) -> BoxKeyPair: ...
+def box_seal(public: Buffer, message: Buffer) -> bytes: ...
+def box_seal_open(pair: BoxKeyPair, sealed: Buffer) -> SecureBuffer: ...

@@ -62,3 +62,4 @@ include "crypto_auth.pxi"       # HMAC-SHA-512-256 and keyed BLAKE2b
 include "crypto_sign.pxi"       # Ed25519
 include "crypto_pwhash.pxi"     # Argon2id
 include "crypto_kx.pxi"         # X25519 key exchange: session keys
+include "crypto_box.pxi"        # sealed boxes: encryption to a public key

@@ -168,6 +168,22 @@ sub = keys.rx
 secrets = [("secret key", record(master)), ("rx", record(keys.rx)), ("tx", record(keys.tx))]
 keys.tx.destroy()
 ''',
+    "box_seal": '''
+pair = crypto.box_keypair()
+master, sub = pair.secret, create_key(SIZE)
+secrets = [("message", record(sub))]
+box = crypto.box_seal(pair.public, sub)
+snaps = [stack_now()]
+''',
+    "box_seal_open": '''
+pair = crypto.box_keypair()
+master, plain = pair.secret, create_key(SIZE)
+secrets = [("secret key", record(master)), ("plaintext", record(plain))]
+box = crypto.box_seal(pair.public, plain)
+plain.destroy()
+sub = crypto.box_seal_open(pair, box)
+snaps = [stack_now()]
+''',
     # A message that is a READWRITE SecureBuffer is copied (into guarded
     # memory) before signing, as sign reads its message twice.
     "sign(SecureBuffer)": '''
@@ -227,6 +243,7 @@ PARAMS = [
     ("keyed_hash", 64), ("keyed_hash", 4096),
     ("signing_keypair", 0), ("signing_keypair(seed)", 0),
     ("kx_keypair(seed)", 0), ("kx_session_keys", 0),
+    ("box_seal", 64), ("box_seal", 4096), ("box_seal_open", 64), ("box_seal_open", 4096),
     ("sign", 64), ("sign", 4096), ("sign(SecureBuffer)", 64), ("sign(SecureBuffer)", 4096),
 ]
 
