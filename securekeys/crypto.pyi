@@ -1,6 +1,7 @@
+from types import TracebackType
 from typing import Final, NamedTuple
 
-from typing_extensions import Buffer
+from typing_extensions import Buffer, Self, disjoint_base
 
 from securekeys._memory import SecureBuffer, SecureKey
 from securekeys.errors import DecryptionError as DecryptionError
@@ -27,6 +28,9 @@ BOX_PUBLIC_KEY_BYTES: Final[int]
 BOX_SECRET_KEY_BYTES: Final[int]
 BOX_SEED_BYTES: Final[int]
 BOX_SEAL_BYTES: Final[int]
+STREAM_KEY_BYTES: Final[int]
+STREAM_HEADER_BYTES: Final[int]
+STREAM_OVERHEAD_BYTES: Final[int]
 PWHASH_SALT_BYTES: Final[int]
 OPSLIMIT_MIN: Final[int]
 OPSLIMIT_INTERACTIVE: Final[int]
@@ -84,3 +88,30 @@ def kx_server_session_keys(server: KxKeyPair, client_public: Buffer) -> SessionK
 def box_keypair(seed: SecureBuffer | None = None) -> BoxKeyPair: ...
 def box_seal(public: Buffer, message: Buffer) -> bytes: ...
 def box_seal_open(pair: BoxKeyPair, sealed: Buffer) -> SecureBuffer: ...
+
+@disjoint_base
+class _Stream:
+    def rekey(self) -> None: ...
+    @property
+    def finished(self) -> bool: ...
+    @property
+    def closed(self) -> bool: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+@disjoint_base
+class StreamEncryptor(_Stream):
+    @property
+    def header(self) -> bytes: ...
+    def __init__(self, key: SecureBuffer) -> None: ...
+    def push(self, message: Buffer, *, aad: Buffer | None = b"", final: bool = False) -> bytes: ...
+
+class StreamDecryptor(_Stream):
+    def __init__(self, key: SecureBuffer, header: Buffer) -> None: ...
+    def pull(self, ciphertext: Buffer, *, aad: Buffer | None = b"") -> tuple[SecureBuffer, bool]: ...
+    def pull_into(
+        self, ciphertext: Buffer, out: SecureBuffer, *, aad: Buffer | None = b""
+    ) -> tuple[int, bool]: ...

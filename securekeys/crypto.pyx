@@ -63,3 +63,4 @@ include "crypto_sign.pxi"       # Ed25519
 include "crypto_pwhash.pxi"     # Argon2id
 include "crypto_kx.pxi"         # X25519 key exchange: session keys
 include "crypto_box.pxi"        # sealed boxes: encryption to a public key
+include "crypto_stream.pxi"     # secretstream: StreamEncryptor / StreamDecryptor

@@ -41,6 +41,7 @@ cdef struct _Args:
     # Set by the runner: a secret state libsodium updates (secretstream),
     # borrowed for writing for the length of the call.
     unsigned char *state
+    unsigned char flag            # secretstream: the tag pushed, or the tag pulled
 
 cdef _Args _NO_ARGS              # all zero: C zero-initialises statics
 
@@ -143,17 +144,17 @@ cdef int _run(const _Op *op, _Args *args, SecureBuffer key,
 
 
 cdef SecureBuffer _run_into_new(const _Op *op, _Args *args, SecureBuffer key, SecureBuffer result,
-                                SecureBuffer second=None):
+                                SecureBuffer second=None, SecureBuffer state=None):
     # A secret result: libsodium writes it straight into `result` (new,
     # READWRITE, unborrowed; `second`, the same size, when the call has two:
     # args.out2), which is then sealed READONLY.  On any failure the results
-    # are destroyed, so that nothing is left behind.
+    # are destroyed, so that nothing is left behind.  `state`: as for _run.
     try:
         args.out = result.fill_ptr()
         args.outlen = result.nbytes()
         if second is not None:
             args.out2 = second.fill_ptr()
-        _run(op, args, key)
+        _run(op, args, key, None, state)
         result.seal()
         if second is not None:
             second.seal()

@@ -50,6 +50,20 @@ def assert_dies(code: str, sig: signal.Signals = signal.SIGABRT, *words: str) ->
     return result.stderr
 
 
+def assert_destroyed_key_is_fatal(call: str, setup: str = "") -> None:
+    """`call` (securekeys.crypto's names imported) with `k`, a destroyed
+    32-byte key, ends the process; `setup` runs first."""
+    assert_dies("\n".join([
+        "from securekeys import SecureBuffer, create_key",
+        "from securekeys.crypto import *",
+        setup,
+        "k = create_key(32)",
+        "k.destroy()",
+        call,
+        "print('REACHED')",
+    ]), signal.SIGABRT, "destroyed")
+
+
 def run_threads(work: Callable[[int], None], count: int = 8) -> None:
     """Run work(0) .. work(count - 1) on `count` threads started together;
     re-raise the first exception any of them raised."""

@@ -6,14 +6,13 @@ from __future__ import annotations
 import array
 import gc
 import os
-import signal
 
 import pysodium  # type: ignore[import-untyped]
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import assert_dies, run_threads
+from conftest import assert_destroyed_key_is_fatal, run_threads
 from securekeys import Protection, SecureBuffer, SecureKey, create_key
 from securekeys import _memory
 from securekeys.crypto import ENCRYPT_OVERHEAD_BYTES, DecryptionError, decrypt, decrypt_into, encrypt
@@ -149,14 +148,7 @@ def test_noaccess_key_borrowed_and_restored() -> None:
 @pytest.mark.parametrize("call", ["encrypt(k, b'm')", "decrypt(k, b'\\0' * 41)",
                                   "decrypt_into(k, b'\\0' * 41, SecureBuffer(8))"])
 def test_destroyed_key_is_fatal(call: str) -> None:
-    assert_dies(f"""
-        from securekeys import SecureBuffer, create_key
-        from securekeys.crypto import encrypt, decrypt, decrypt_into
-        k = create_key(32)
-        k.destroy()
-        {call}
-        print("REACHED")
-    """, signal.SIGABRT, "destroyed")
+    assert_destroyed_key_is_fatal(call)
 
 
 def test_threads_share_a_key() -> None:

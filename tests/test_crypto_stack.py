@@ -184,6 +184,13 @@ plain.destroy()
 sub = crypto.box_seal_open(pair, box)
 snaps = [stack_now()]
 ''',
+    "stream push": '''
+master, sub = create_key(32), create_key(SIZE)
+secrets = [("key", record(master)), ("message", record(sub))]
+with crypto.StreamEncryptor(master) as enc:
+    box = enc.push(sub, final=True)
+snaps = [stack_now()]
+''',
     # A message that is a READWRITE SecureBuffer is copied (into guarded
     # memory) before signing, as sign reads its message twice.
     "sign(SecureBuffer)": '''
@@ -222,7 +229,12 @@ CASES["decrypt"] = variant(
     (AEAD_OPEN, "sub = crypto.decrypt(master, box)"))
 CASES["decrypt_into"] = variant(
     "aead_decrypt", (AEAD_BOX, "box = crypto.encrypt(master, plain)"),
-    (AEAD_OPEN, "sub = SecureBuffer(SIZE)\ncrypto.decrypt_into(master, box, sub)"))
+    (AEAD_OPEN, "sub = SecureBuffer(SIZE)\ncrypto.decrypt_into(master, box, sub)"))# The same message pulled back: what the decryptor leaves.
+CASES["stream pull"] = variant("stream push", ("snaps = [stack_now()]\n", (
+    "sub.destroy()\n"
+    "with crypto.StreamDecryptor(master, enc.header) as dec:\n"
+    "    sub, final = dec.pull(box)\n"
+    "snaps = [stack_now()]\n")))
 
 FOOTER = '''
 sub.destroy()
@@ -243,6 +255,7 @@ PARAMS = [
     ("keyed_hash", 64), ("keyed_hash", 4096),
     ("signing_keypair", 0), ("signing_keypair(seed)", 0),
     ("kx_keypair(seed)", 0), ("kx_session_keys", 0),
+    ("stream push", 64), ("stream push", 4096), ("stream pull", 64), ("stream pull", 4096),
     ("box_seal", 64), ("box_seal", 4096), ("box_seal_open", 64), ("box_seal_open", 4096),
     ("sign", 64), ("sign", 4096), ("sign(SecureBuffer)", 64), ("sign(SecureBuffer)", 4096),
 ]
