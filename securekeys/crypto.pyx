@@ -11,15 +11,18 @@ are any bytes-like object and are read in place, without a copy.  A
 ``SecureBuffer`` is accepted there too (it is borrowed like a key), so that a
 secret can be encrypted or MACed without leaving guarded memory.  The one
 exception: an input libsodium reads twice (the ciphertext of aead_decrypt,
-the message of sign, the signature and public key of verify, the tag of
-mac_verify) is snapshotted first unless it is ``bytes`` or a sealed
+decrypt, box_seal_open and a stream's pull, the message of sign, the
+signature and public key of verify, the tag of mac_verify, the public key
+of box_seal) is snapshotted first unless it is ``bytes`` or a sealed
 ``SecureKey``, so that a buffer changing during the call (another thread,
 another process sharing the memory) cannot make the answer belong to bytes
 nobody gave -- a forged plaintext, a forged signature accepted, or one nonce
 for two messages.  A SecureBuffer's snapshot is guarded memory.
 
-Secret outputs (plaintexts, derived keys, secret signing keys) are written by
-libsodium straight into new guarded memory and returned READONLY.  Public
+Secret outputs (plaintexts, derived keys, secret keys of key pairs, session
+keys) are written by libsodium straight into new guarded memory and returned
+READONLY, or by the *_into functions into a caller's writable SecureBuffer.
+A secretstream's state is guarded memory too, wiped when the stream closes.  Public
 outputs (ciphertexts, tags, hashes, signatures, public keys) are ``bytes``.
 
 The same operations are ``cdef`` functions for Cython code (crypto.pxd,
