@@ -1,4 +1,6 @@
-"""aead_encrypt and mac of 64 bytes against the Python peers, in one run.
+"""Crypto against the Python peers, in one run: aead_encrypt, mac,
+aead_decrypt / aead_decrypt_into, encrypt / decrypt, sealed boxes (64 bytes)
+and a 64 MiB secretstream.
 
 Same key, message and nonce: ours with a READONLY key (borrowed per call, no
 protection change) and with a NOACCESS key (two mprotect calls per call),
@@ -12,10 +14,15 @@ from __future__ import annotations
 
 import hmac
 import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from common import Row, compare, table
 
 MESSAGE_SIZE = 64
+
+if TYPE_CHECKING:
+    from securekeys import SecureKey
 
 
 def rows() -> list[Row]:
@@ -74,7 +81,141 @@ def rows() -> list[Row]:
     ]
     if noaccess_key.state.name != "NOACCESS":
         raise AssertionError("the NOACCESS key did not stay NOACCESS")
-    return table_rows
+    return table_rows + decrypt_rows(key, key_bytes) + complete_rows(key, key_bytes) + stream_rows(key, key_bytes)
+
+
+def peers(ours: str, ours_fn: Callable[[], object], nacl_fn: Callable[[], object],
+          sodium_fn: Callable[[], object], nacl_goal: str = "-", sodium_goal: str = "-",
+          **timing: int) -> list[Row]:
+    """One operation of ours against PyNaCl and against pysodium."""
+    return [compare(ours, ours_fn, "PyNaCl, bytes key", nacl_fn, nacl_goal, **timing),
+            compare(ours, ours_fn, "pysodium, bytes key", sodium_fn, sodium_goal, **timing)]
+
+
+def decrypt_rows(key: SecureKey, key_bytes: bytes) -> list[Row]:
+    """aead_decrypt (a new guarded plaintext each call) and aead_decrypt_into
+    (one reused output), 64 B (issue 14's targets)."""
+    import nacl.bindings
+    import pysodium  # type: ignore[import-untyped]
+
+    from securekeys import SecureBuffer
+    from securekeys.crypto import aead_decrypt, aead_decrypt_into, aead_encrypt
+
+    nonce, message = os.urandom(24), os.urandom(MESSAGE_SIZE)
+    box = aead_encrypt(key, message, nonce)
+    out = SecureBuffer(MESSAGE_SIZE)
+    nacl_decrypt = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt
+    ps_decrypt = pysodium.crypto_aead_xchacha20poly1305_ietf_decrypt
+    if aead_decrypt_into(key, box, nonce, out) != MESSAGE_SIZE or aead_decrypt(key, box, nonce) != out:
+        raise AssertionError("aead_decrypt and aead_decrypt_into disagree")
+    if nacl_decrypt(box, None, nonce, key_bytes) != message or ps_decrypt(box, None, nonce, key_bytes) != message:
+        raise AssertionError("the peers do not decrypt")
+    return (peers(f"aead_decrypt {MESSAGE_SIZE} B (new guarded plaintext)", lambda: aead_decrypt(key, box, nonce),
+                  lambda: nacl_decrypt(box, None, nonce, key_bytes), lambda: ps_decrypt(box, None, nonce, key_bytes),
+                  "<= 0.67x (1.5x faster)")
+            + peers(f"aead_decrypt_into {MESSAGE_SIZE} B (reused output)",
+                    lambda: aead_decrypt_into(key, box, nonce, out),
+                    lambda: nacl_decrypt(box, None, nonce, key_bytes), lambda: ps_decrypt(box, None, nonce, key_bytes),
+                    "<= 0.25x (4x faster)"))
+
+
+def complete_rows(key: SecureKey, key_bytes: bytes) -> list[Row]:
+    """encrypt/decrypt (random nonce in front) against PyNaCl's Aead (the
+    same construction and format) and pysodium; sealed boxes."""
+    import nacl.public
+    import nacl.secret
+    import pysodium
+
+    from securekeys.crypto import box_keypair, box_seal, box_seal_open, decrypt, encrypt
+
+    message = os.urandom(MESSAGE_SIZE)
+    aead = nacl.secret.Aead(key_bytes)
+
+    def ps_encrypt() -> bytes:
+        nonce = pysodium.randombytes(24)
+        return bytes(nonce + pysodium.crypto_aead_xchacha20poly1305_ietf_encrypt(message, None, nonce, key_bytes))
+
+    sealed = encrypt(key, message)
+    if bytes(aead.decrypt(sealed)) != message:
+        raise AssertionError("PyNaCl's Aead does not read encrypt's format")
+    pair = box_keypair()
+    with pair.secret.reading() as view:
+        secret_bytes = bytes(view)       # the peers' plain-bytes key (benchmark only)
+    nacl_seal = nacl.public.SealedBox(nacl.public.PublicKey(pair.public))
+    nacl_open = nacl.public.SealedBox(nacl.public.PrivateKey(secret_bytes))
+    box = box_seal(pair.public, message)
+    if nacl_open.decrypt(box) != message or box_seal_open(pair, nacl_seal.encrypt(message)).size != MESSAGE_SIZE:
+        raise AssertionError("sealed boxes disagree with PyNaCl")
+    op = f"{MESSAGE_SIZE} B"
+    return (peers(f"encrypt {op} (random nonce)", lambda: encrypt(key, message), lambda: aead.encrypt(message),
+                  ps_encrypt, "<= 0.25x (4x faster)")
+            + peers(f"decrypt {op} (new guarded plaintext)", lambda: decrypt(key, sealed), lambda: aead.decrypt(sealed),
+                    lambda: pysodium.crypto_aead_xchacha20poly1305_ietf_decrypt(sealed[24:], None, sealed[:24],
+                                                                                key_bytes))
+            + peers(f"box_seal {op}", lambda: box_seal(pair.public, message), lambda: nacl_seal.encrypt(message),
+                    lambda: pysodium.crypto_box_seal(message, pair.public), number=300, rounds=9)
+            + peers(f"box_seal_open {op}", lambda: box_seal_open(pair, box), lambda: nacl_open.decrypt(box),
+                    lambda: pysodium.crypto_box_seal_open(box, pair.public, secret_bytes), number=300, rounds=9))
+
+
+STREAM_BYTES = 64 << 20
+STREAM_CHUNK = 64 << 10
+
+
+def stream_rows(key: SecureKey, key_bytes: bytes) -> list[Row]:
+    """64 MiB through a secretstream in 64 KiB chunks, both ways."""
+    import nacl.bindings as nb
+    import pysodium
+
+    from securekeys import SecureBuffer
+    from securekeys.crypto import StreamDecryptor, StreamEncryptor
+
+    chunks = [os.urandom(STREAM_CHUNK)] * (STREAM_BYTES // STREAM_CHUNK)
+    last = len(chunks) - 1
+    final, message = nb.crypto_secretstream_xchacha20poly1305_TAG_FINAL, nb.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
+
+    def ours_push() -> None:
+        with StreamEncryptor(key) as stream:
+            for i, c in enumerate(chunks):
+                stream.push(c, final=i == last)
+
+    def nacl_push() -> None:
+        state = nb.crypto_secretstream_xchacha20poly1305_state()
+        nb.crypto_secretstream_xchacha20poly1305_init_push(state, key_bytes)
+        for i, c in enumerate(chunks):
+            nb.crypto_secretstream_xchacha20poly1305_push(state, c, None, final if i == last else message)
+
+    def ps_push() -> None:
+        state, _ = pysodium.crypto_secretstream_xchacha20poly1305_init_push(key_bytes)
+        for i, c in enumerate(chunks):
+            pysodium.crypto_secretstream_xchacha20poly1305_push(state, c, None, final if i == last else message)
+
+    with StreamEncryptor(key) as stream:
+        boxes = [stream.header] + [stream.push(c, final=i == last) for i, c in enumerate(chunks)]
+    out = SecureBuffer(STREAM_CHUNK)
+
+    def ours_pull() -> None:
+        with StreamDecryptor(key, boxes[0]) as stream:
+            for c in boxes[1:]:
+                stream.pull_into(c, out)
+
+    def nacl_pull() -> None:
+        state = nb.crypto_secretstream_xchacha20poly1305_state()
+        nb.crypto_secretstream_xchacha20poly1305_init_pull(state, boxes[0], key_bytes)
+        for c in boxes[1:]:
+            nb.crypto_secretstream_xchacha20poly1305_pull(state, c, None)
+
+    def ps_pull() -> None:
+        state = pysodium.crypto_secretstream_xchacha20poly1305_init_pull(boxes[0], key_bytes)
+        for c in boxes[1:]:
+            pysodium.crypto_secretstream_xchacha20poly1305_pull(state, c, None)
+
+    ours_pull()
+    ps_pull()
+    op = "stream 64 MiB in 64 KiB chunks"
+    return (peers(f"{op}: push", ours_push, nacl_push, ps_push, sodium_goal="<= 1.1x", number=1, rounds=5)
+            + peers(f"{op}: pull_into (reused output)", ours_pull, nacl_pull, ps_pull, sodium_goal="<= 1.1x",
+                    number=1, rounds=5))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,30 @@ cdef SecureBuffer aead_decrypt_from(SecureBuffer key,
                                     const unsigned char *ad, size_t adlen,
                                     const unsigned char *nonce)
 
+# aead_decrypt_into: the same into the caller's `out`, a writable SecureBuffer (not a
+# SecureKey, not `key`) of at least clen - 16 bytes, borrowed for writing
+# during the call: returns the plaintext length (0 for an authentic empty
+# plaintext).  `out` too small is ValueError; forged is DecryptionError; in
+# both cases `out` is left exactly as it was.
+cdef Py_ssize_t aead_decrypt_to(SecureBuffer key, SecureBuffer out,
+                                const unsigned char *c, size_t clen,
+                                const unsigned char *ad, size_t adlen,
+                                const unsigned char *nonce) except -1
+
+# encrypt: a random nonce, then the AEAD: writes mlen + 40 bytes to `out`
+# (nonce 24 || ciphertext || tag 16); `out` must not overlap `m`.
+cdef int encrypt_into(SecureBuffer key, unsigned char *out,
+                      const unsigned char *m, size_t mlen,
+                      const unsigned char *ad, size_t adlen) except -1
+
+# decrypt: what encrypt_into wrote (sealed_len >= 40, else DecryptionError),
+# as aead_decrypt_from / aead_decrypt_to (Python's decrypt / decrypt_into).
+cdef SecureBuffer decrypt_from(SecureBuffer key, const unsigned char *sealed, size_t sealed_len,
+                               const unsigned char *ad, size_t adlen)
+cdef Py_ssize_t decrypt_to(SecureBuffer key, SecureBuffer out,
+                           const unsigned char *sealed, size_t sealed_len,
+                           const unsigned char *ad, size_t adlen) except -1
+
 # HMAC-SHA-512-256 (crypto_auth) with a 32-byte key: writes the 32-byte tag.
 cdef int mac_into(SecureBuffer key, unsigned char *out,
                   const unsigned char *m, size_t mlen) except -1

@@ -11,15 +11,18 @@ are any bytes-like object and are read in place, without a copy.  A
 ``SecureBuffer`` is accepted there too (it is borrowed like a key), so that a
 secret can be encrypted or MACed without leaving guarded memory.  The one
 exception: an input libsodium reads twice (the ciphertext of aead_decrypt,
-the message of sign, the signature and public key of verify, the tag of
-mac_verify) is snapshotted first unless it is ``bytes``, so that a buffer
+decrypt, box_seal_open and a stream's pull, the message of sign, the
+signature and public key of verify, the tag of mac_verify, the public key
+of box_seal) is snapshotted first unless it is ``bytes``, so that a buffer
 changing during the call (another thread, another process sharing the
 memory, a key destroyed by another thread) cannot make the answer belong to
 bytes nobody gave -- a forged plaintext, a forged signature accepted, or one nonce
 for two messages.  A SecureBuffer's snapshot is guarded memory.
 
-Secret outputs (plaintexts, derived keys, secret signing keys) are written by
-libsodium straight into new guarded memory and returned READONLY.  Public
+Secret outputs (plaintexts, derived keys, secret keys of key pairs, session
+keys) are written by libsodium straight into new guarded memory and returned
+READONLY, or by the *_into functions into a caller's writable SecureBuffer.
+A secretstream's state is guarded memory too, wiped when the stream closes.  Public
 outputs (ciphertexts, tags, hashes, signatures, public keys) are ``bytes``.
 
 The same operations are ``cdef`` functions for Cython code (crypto.pxd,
@@ -56,7 +59,11 @@ include "crypto_args.pxi"       # checking keys, sizes and ints before anything 
 include "crypto_runner.pxi"     # the one runner: borrow the key, maybe drop the GIL, call, wipe, release
 include "crypto_inputs.pxi"     # public inputs in place, or a snapshot when a call reads them twice
 include "crypto_aead.pxi"       # XChaCha20-Poly1305-IETF
+include "crypto_secretbox.pxi"  # encrypt/decrypt: the AEAD with a random nonce in front
 include "crypto_kdf.pxi"        # crypto_kdf subkeys (BLAKE2b)
 include "crypto_auth.pxi"       # HMAC-SHA-512-256 and keyed BLAKE2b
 include "crypto_sign.pxi"       # Ed25519
 include "crypto_pwhash.pxi"     # Argon2id
+include "crypto_kx.pxi"         # X25519 key exchange: session keys
+include "crypto_box.pxi"        # sealed boxes: encryption to a public key
+include "crypto_stream.pxi"     # secretstream: StreamEncryptor / StreamDecryptor

@@ -17,10 +17,25 @@ cdef int _aead_decrypt_call(_Args *a) noexcept nogil:
         a.out, &a.written, NULL, a.m, a.mlen, a.ad, a.adlen, a.nonce, a.key)
 
 
+cdef int _aead_check_then_decrypt_call(_Args *a) noexcept nogil:
+    # On a wrong tag libsodium zeroes `m` before it returns.  A caller's
+    # reused `out` must be left exactly as it was by a forged message, so the
+    # tag is checked alone first (out == NULL) and only an authentic
+    # ciphertext is decrypted.  The second pass costs one Poly1305 more.
+    cdef int rc = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
+        NULL, NULL, NULL, a.m, a.mlen, a.ad, a.adlen, a.nonce, a.key)
+    if rc != 0:
+        return rc
+    return _aead_decrypt_call(a)
+
+
 cdef _Op _AEAD_ENCRYPT = _Op(call=_aead_encrypt_call, name=b"crypto_aead_xchacha20poly1305_ietf_encrypt",
                              failure=SODIUM_INTERNAL, heavy=False, stack=_STACK_SMALL)
 cdef _Op _AEAD_DECRYPT = _Op(call=_aead_decrypt_call, name=b"crypto_aead_xchacha20poly1305_ietf_decrypt",
                              failure=SODIUM_FORGED, heavy=False, stack=_STACK_SMALL)
+cdef _Op _AEAD_DECRYPT_INTO = _Op(call=_aead_check_then_decrypt_call,
+                                  name=b"crypto_aead_xchacha20poly1305_ietf_decrypt",
+                                  failure=SODIUM_FORGED, heavy=False, stack=_STACK_SMALL)
 
 
 cdef int aead_encrypt_into(SecureBuffer key, unsigned char *out,
@@ -45,10 +60,10 @@ cdef int aead_encrypt_into(SecureBuffer key, unsigned char *out,
     return _run(&_AEAD_ENCRYPT, &a, key)
 
 
-cdef SecureBuffer aead_decrypt_from(SecureBuffer key,
-                                    const unsigned char *c, size_t clen,
-                                    const unsigned char *ad, size_t adlen,
-                                    const unsigned char *nonce):
+cdef size_t _aead_plaintext_len(SecureBuffer key, const unsigned char *c, size_t clen,
+                                const unsigned char *ad, size_t adlen,
+                                const unsigned char *nonce) except? 0:
+    # The checks shared by the decrypt functions; the plaintext's length.
     _secure_arg(key, "key", sodium.crypto_aead_xchacha20poly1305_ietf_KEYBYTES)
     _need(nonce, 1, "nonce")
     _need(c, clen, "c")
@@ -58,18 +73,47 @@ cdef SecureBuffer aead_decrypt_from(SecureBuffer key,
             f"ciphertext must be at least "
             f"{sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES} bytes long "
             f"(the tag), not {clen}")
-    cdef size_t expected = clen - sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES
+    return clen - sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES
+
+
+cdef inline _Args _aead_decrypt_args(const unsigned char *c, size_t clen,
+                                     const unsigned char *ad, size_t adlen,
+                                     const unsigned char *nonce) noexcept:
     cdef _Args a = _NO_ARGS
     a.m = c
     a.mlen = clen
     a.ad = ad
     a.adlen = adlen
     a.nonce = nonce
+    return a
+
+
+cdef SecureBuffer aead_decrypt_from(SecureBuffer key,
+                                    const unsigned char *c, size_t clen,
+                                    const unsigned char *ad, size_t adlen,
+                                    const unsigned char *nonce):
+    cdef size_t expected = _aead_plaintext_len(key, c, clen, ad, adlen, nonce)
+    cdef _Args a = _aead_decrypt_args(c, clen, ad, adlen, nonce)
     if expected == 0:
         _run(&_AEAD_DECRYPT, &a, key)     # the tag is checked first: forged is DecryptionError
         raise ValueError("nothing to decrypt: the ciphertext is authentic but "
                          "its plaintext is empty (a SecureBuffer cannot be empty)")
     return _run_into_new(&_AEAD_DECRYPT, &a, key, SecureBuffer(expected))
+
+
+cdef Py_ssize_t aead_decrypt_to(SecureBuffer key, SecureBuffer out,
+                                const unsigned char *c, size_t clen,
+                                const unsigned char *ad, size_t adlen,
+                                const unsigned char *nonce) except -1:
+    cdef size_t expected = _aead_plaintext_len(key, c, clen, ad, adlen, nonce)
+    cdef SecureBuffer sink = _sink_arg(out, key, expected)
+    cdef _Args a = _aead_decrypt_args(c, clen, ad, adlen, nonce)
+    if expected == 0:
+        _run(&_AEAD_DECRYPT, &a, key)     # only the tag: out is not touched
+        return 0
+    a.outlen = expected
+    _run(&_AEAD_DECRYPT_INTO, &a, key, sink)
+    return <Py_ssize_t>expected
 
 
 def aead_encrypt(key, plaintext, nonce, aad=None):
@@ -125,6 +169,33 @@ def aead_decrypt(key, ciphertext, nonce, aad=None):
         _input(ciphertext, &c, "ciphertext", _READ_TWICE)
         _input_or_none(aad, &ad, "aad")
         return aead_decrypt_from(k, c.ptr, <size_t>c.len, ad.ptr, <size_t>ad.len, n.ptr)
+    finally:
+        _release(&c)
+        _release(&n)
+        _release(&ad)
+
+
+def aead_decrypt_into(key, ciphertext, nonce, out, aad=None):
+    """Authenticate and decrypt `ciphertext` into `out`; the plaintext's length.
+
+    `out` is a writable SecureBuffer (not a SecureKey), reused across
+    messages: no allocation per message.  It is borrowed for writing during
+    the call, so a NOACCESS `out` is NOACCESS again afterwards.  Its first
+    ``len(ciphertext) - 16`` bytes receive the plaintext; the rest is left
+    as it was.  `out` too small is a ValueError; a forged message is a
+    `DecryptionError`: in both cases `out` is left exactly as it was.  An
+    authentic empty plaintext returns 0.
+    """
+    cdef SecureBuffer k = _secure_arg(key, "key", sodium.crypto_aead_xchacha20poly1305_ietf_KEYBYTES)
+    cdef SecureBuffer o = _secure_arg(out, "out", 0)
+    cdef _In c = _NO_INPUT
+    cdef _In n = _NO_INPUT
+    cdef _In ad = _NO_INPUT
+    try:
+        _input_fixed(nonce, &n, "nonce", sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES, _READ_ONCE)
+        _input(ciphertext, &c, "ciphertext", _READ_TWICE)
+        _input_or_none(aad, &ad, "aad")
+        return aead_decrypt_to(k, o, c.ptr, <size_t>c.len, ad.ptr, <size_t>ad.len, n.ptr)
     finally:
         _release(&c)
         _release(&n)

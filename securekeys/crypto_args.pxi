@@ -46,3 +46,21 @@ cdef inline int _need(const void *ptr, size_t n, str name) except -1:
     if ptr == NULL and n != 0:
         raise ValueError(f"{name} is NULL")
     return 0
+
+
+cdef inline SecureBuffer _sink_arg(object obj, SecureBuffer key, size_t needed):
+    # The caller's buffer a secret result is written into (`out` of the
+    # *_into functions): a SecureBuffer that can be written (a SecureKey never
+    # changes once filled), not the key itself, with room for `needed` bytes.
+    if not isinstance(obj, SecureBuffer):
+        _not_secure(obj, "out")
+    if isinstance(obj, SecureKey):
+        raise TypeError("out must be a writable SecureBuffer, not a SecureKey "
+                        "(a key never changes once filled)")
+    cdef SecureBuffer out = <SecureBuffer>obj
+    if out is key:
+        raise ValueError("out must not be the key")
+    if out.nbytes() < needed:
+        raise ValueError(f"out is too small: the plaintext is {needed} bytes, "
+                         f"out holds {out.nbytes()}")
+    return out

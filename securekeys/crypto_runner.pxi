@@ -37,6 +37,11 @@ cdef struct _Args:
     size_t outlen
     unsigned long long written
     unsigned char *pk_out         # a key pair's public half
+    unsigned char *out2           # a second secret result (kx: tx beside rx), `outlen` bytes too
+    # Set by the runner: a secret state libsodium updates (secretstream),
+    # borrowed for writing for the length of the call.
+    unsigned char *state
+    unsigned char flag            # secretstream: the tag pushed, or the tag pulled
 
 cdef _Args _NO_ARGS              # all zero: C zero-initialises statics
 
@@ -48,6 +53,9 @@ cdef enum:
     # _Op.failure beyond _checks' SODIUM_*: a non-zero return is the answer
     # "not authentic" (a verify), not an error.
     _ANSWER = -1
+    # ... or libsodium refusing a peer's public key (a low-order point,
+    # whose shared secret would be all zeros): a ValueError.
+    _REJECTED = -2
     # Below this many input bytes the call is shorter than releasing and
     # taking back the GIL; above it, other threads run while libsodium works.
     _NOGIL_MIN = 1024
@@ -85,45 +93,90 @@ cdef int _call_and_wipe(const _Op *op, _Args *args) noexcept nogil:
     return rc
 
 
-cdef int _run(const _Op *op, _Args *args, SecureBuffer key) except -1:
-    # Borrow `key` (None: the call takes no key) for exactly the length of
-    # the call, make it, release the key whatever happens.  Returns 0, or 1
-    # when an _ANSWER call said "not authentic"; a failure raises.
+cdef int _run(const _Op *op, _Args *args, SecureBuffer key,
+              SecureBuffer sink=None, SecureBuffer state=None) except -1:
+    # Borrow `key` for reading (None: the call takes no key), and `sink` (a
+    # caller's buffer the secret result goes to: args.out) and `state` (a
+    # secret state libsodium updates: args.state) for writing, for exactly
+    # the length of the call; make it; release all of them whatever happens.
+    # Returns 0, or 1 when an _ANSWER call said "not authentic"; a failure
+    # raises.
     cdef int rc
     cdef bint without_gil = op.heavy or _large(args.mlen, args.adlen)
+    cdef bint sink_borrowed = False
+    cdef bint state_borrowed = False
     args.written = args.outlen
     if key is not None:
         args.keylen = key.nbytes()
         args.key = key.borrow_read()
     try:
+        if sink is not None:
+            args.out = sink.borrow_write()
+            sink_borrowed = True
+        if state is not None:
+            args.state = state.borrow_write()
+            state_borrowed = True
         if without_gil:
             with nogil:
                 rc = _call_and_wipe(op, args)
         else:
             rc = _call_and_wipe(op, args)
     finally:
+        if state_borrowed:
+            args.state = NULL
+            state.release_write()
+        if sink_borrowed:
+            args.out = NULL
+            sink.release_write()
         if key is not None:
             args.key = NULL
             key.release_read()
     if rc != 0:
         if op.failure == _ANSWER:
             return 1
+        if op.failure == _REJECTED:
+            name = op.name.decode("ascii")
+            raise ValueError(f"{name}() rejected the peer's public key (a low-order point)")
         return sodium_failed(op.name, op.failure)
     if args.written != args.outlen:
         return sodium_failed(op.name, SODIUM_INTERNAL)
     return 0
 
 
-cdef SecureBuffer _run_into_new(const _Op *op, _Args *args, SecureBuffer key, SecureBuffer result):
+cdef SecureBuffer _run_into_new(const _Op *op, _Args *args, SecureBuffer key, SecureBuffer result,
+                                SecureBuffer second=None, SecureBuffer state=None):
     # A secret result: libsodium writes it straight into `result` (new,
-    # READWRITE, unborrowed), which is then sealed READONLY.  On any failure
-    # the result is destroyed, so that nothing is left behind.
+    # READWRITE, unborrowed; `second`, the same size, when the call has two:
+    # args.out2), which is then sealed READONLY.  On any failure the results
+    # are destroyed, so that nothing is left behind.  `state`: as for _run.
     try:
         args.out = result.fill_ptr()
         args.outlen = result.nbytes()
-        _run(op, args, key)
+        if second is not None:
+            args.out2 = second.fill_ptr()
+        _run(op, args, key, None, state)
         result.seal()
+        if second is not None:
+            second.seal()
     except BaseException:
         result.destroy()
+        if second is not None:
+            second.destroy()
         raise
     return result
+
+
+cdef tuple _keypair(const _Op *random_op, const _Op *seeded_op, object seed, size_t seed_len,
+                    size_t public_len, size_t secret_len):
+    # A key pair (public bytes, secret SecureKey generated in guarded
+    # memory): random, or from `seed`, a SecureBuffer of seed_len bytes.
+    cdef SecureBuffer s = None
+    cdef const _Op *op = random_op
+    if seed is not None:
+        s = _secure_arg(seed, "seed", seed_len)
+        op = seeded_op
+    public = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>public_len)
+    cdef _Args a = _NO_ARGS
+    a.pk_out = <unsigned char *>PyBytes_AS_STRING(public)
+    secret = _run_into_new(op, &a, s, SecureKey(secret_len))
+    return public, secret

@@ -50,16 +50,8 @@ def signing_keypair(seed=None):
     With `seed` (a 32-byte SecureBuffer) the pair is deterministic, as
     crypto_sign_seed_keypair; without it, random.  The secret is READONLY.
     """
-    cdef SecureBuffer s = None
-    cdef const _Op *op = &_KEYPAIR
-    if seed is not None:
-        s = _secure_arg(seed, "seed", sodium.crypto_sign_SEEDBYTES)
-        op = &_SEED_KEYPAIR
-    public = PyBytes_FromStringAndSize(NULL, sodium.crypto_sign_PUBLICKEYBYTES)
-    cdef _Args a = _NO_ARGS
-    a.pk_out = <unsigned char *>PyBytes_AS_STRING(public)
-    secret = _run_into_new(op, &a, s, SecureKey(sodium.crypto_sign_SECRETKEYBYTES))
-    return SigningKeyPair(public, secret)
+    return SigningKeyPair(*_keypair(&_KEYPAIR, &_SEED_KEYPAIR, seed, sodium.crypto_sign_SEEDBYTES,
+                                    sodium.crypto_sign_PUBLICKEYBYTES, sodium.crypto_sign_SECRETKEYBYTES))
 
 
 cdef int sign_into(SecureBuffer secret, unsigned char *sig,

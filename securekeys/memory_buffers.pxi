@@ -422,15 +422,17 @@ def create_key(size):
 
 
 _KEY_PAIR_FIELDS = ("private", "secret", "private_key", "secret_key",
-                    "public", "public_key", "identity", "identity_key")
+                    "public", "public_key", "identity", "identity_key",
+                    "rx", "tx")      # crypto.SessionKeys
 
 
 def destroy_key(obj):
     """Destroy a secure buffer, or every secure buffer of a key pair.
 
     A key pair is a mapping or an object whose keys/attributes named private,
-    secret, private_key, secret_key, public, public_key, identity or
-    identity_key hold secure buffers.  Anything else raises TypeError.
+    secret, private_key, secret_key, public, public_key, identity,
+    identity_key, rx or tx hold secure buffers (every pair of
+    securekeys.crypto: signing, key exchange, box, session keys).  Anything else raises TypeError.
     """
     if isinstance(obj, SecureBuffer):
         obj.destroy()

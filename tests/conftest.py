@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,42 @@ def assert_dies(code: str, sig: signal.Signals = signal.SIGABRT, *words: str) ->
             assert word.encode() in result.stderr, (word, result.stderr)
     assert b"REACHED" not in result.stdout
     return result.stderr
+
+
+def assert_destroyed_key_is_fatal(call: str, setup: str = "") -> None:
+    """`call` (securekeys.crypto's names imported) with `k`, a destroyed
+    32-byte key, ends the process; `setup` runs first."""
+    assert_dies("\n".join([
+        "from securekeys import SecureBuffer, create_key",
+        "from securekeys.crypto import *",
+        setup,
+        "k = create_key(32)",
+        "k.destroy()",
+        call,
+        "print('REACHED')",
+    ]), signal.SIGABRT, "destroyed")
+
+
+def run_threads(work: Callable[[int], None], count: int = 8) -> None:
+    """Run work(0) .. work(count - 1) on `count` threads started together;
+    re-raise the first exception any of them raised."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(count)
+
+    def run(slot: int) -> None:
+        try:
+            start.wait()
+            work(slot)
+        except BaseException as exc:   # pragma: no cover - re-raised below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
 
 
 @pytest.fixture

@@ -151,6 +151,46 @@ sig = crypto.sign(pair.secret, message)
 snaps = [stack_now()]
 secrets = ed25519_secrets(seed, message)
 ''',
+    "kx_keypair(seed)": '''
+master = create_key(32)
+secrets = [("seed", record(master))]
+pair = crypto.kx_keypair(master)
+snaps = [stack_now()]
+sub = pair.secret
+secrets.append(("secret key", record(sub)))
+''',
+    "kx_session_keys": '''
+pair, peer = crypto.kx_keypair(), crypto.kx_keypair()
+master = pair.secret
+keys = crypto.kx_client_session_keys(pair, peer.public)
+snaps = [stack_now()]
+sub = keys.rx
+secrets = [("secret key", record(master)), ("rx", record(keys.rx)), ("tx", record(keys.tx))]
+keys.tx.destroy()
+''',
+    "box_seal": '''
+pair = crypto.box_keypair()
+master, sub = pair.secret, create_key(SIZE)
+secrets = [("message", record(sub))]
+box = crypto.box_seal(pair.public, sub)
+snaps = [stack_now()]
+''',
+    "box_seal_open": '''
+pair = crypto.box_keypair()
+master, plain = pair.secret, create_key(SIZE)
+secrets = [("secret key", record(master)), ("plaintext", record(plain))]
+box = crypto.box_seal(pair.public, plain)
+plain.destroy()
+sub = crypto.box_seal_open(pair, box)
+snaps = [stack_now()]
+''',
+    "stream push": '''
+master, sub = create_key(32), create_key(SIZE)
+secrets = [("key", record(master)), ("message", record(sub))]
+with crypto.StreamEncryptor(master) as enc:
+    box = enc.push(sub, final=True)
+snaps = [stack_now()]
+''',
     # A message that is a READWRITE SecureBuffer is copied (into guarded
     # memory) before signing, as sign reads its message twice.
     "sign(SecureBuffer)": '''
@@ -166,6 +206,36 @@ snaps = [stack_now()]
 ''',
 }
 
+
+
+def variant(case: str, *edits: tuple[str, str]) -> str:
+    """CASES[case] with each (old, new) line replaced; every old line must be there."""
+    code = CASES[case]
+    for old, new in edits:
+        if old not in code:
+            raise AssertionError(f"{old!r} not in {case}")
+        code = code.replace(old, new)
+    return code
+
+
+AEAD_BOX = "box = crypto.aead_encrypt(master, plain, nonce)"
+AEAD_OPEN = "sub = crypto.aead_decrypt(master, box, nonce)"
+CASES["aead_decrypt_into"] = variant(
+    "aead_decrypt", (AEAD_OPEN, "sub = SecureBuffer(SIZE)\ncrypto.aead_decrypt_into(master, box, nonce, sub)"))
+# encrypt/decrypt: the nonce travels in front of the AEAD's output.
+CASES["encrypt"] = variant("aead_encrypt", (AEAD_BOX, "box = crypto.encrypt(master, plain)[24:]"))
+CASES["decrypt"] = variant(
+    "aead_decrypt", (AEAD_BOX, "box = crypto.encrypt(master, plain)"),
+    (AEAD_OPEN, "sub = crypto.decrypt(master, box)"))
+CASES["decrypt_into"] = variant(
+    "aead_decrypt", (AEAD_BOX, "box = crypto.encrypt(master, plain)"),
+    (AEAD_OPEN, "sub = SecureBuffer(SIZE)\ncrypto.decrypt_into(master, box, sub)"))# The same message pulled back: what the decryptor leaves.
+CASES["stream pull"] = variant("stream push", ("snaps = [stack_now()]\n", (
+    "sub.destroy()\n"
+    "with crypto.StreamDecryptor(master, enc.header) as dec:\n"
+    "    sub, final = dec.pull(box)\n"
+    "snaps = [stack_now()]\n")))
+
 FOOTER = '''
 sub.destroy()
 master.destroy()
@@ -178,9 +248,15 @@ PARAMS = [
     ("derive_key", 0), ("password_key", 0),
     ("aead_encrypt", 64), ("aead_encrypt", 4096),
     ("aead_decrypt", 64), ("aead_decrypt", 4096),
+    ("aead_decrypt_into", 64), ("aead_decrypt_into", 4096),
+    ("encrypt", 64), ("encrypt", 4096), ("decrypt", 64), ("decrypt", 4096),
+    ("decrypt_into", 64), ("decrypt_into", 4096),
     ("mac", 64), ("mac", 4096), ("mac_verify", 64), ("mac_verify", 4096),
     ("keyed_hash", 64), ("keyed_hash", 4096),
     ("signing_keypair", 0), ("signing_keypair(seed)", 0),
+    ("kx_keypair(seed)", 0), ("kx_session_keys", 0),
+    ("stream push", 64), ("stream push", 4096), ("stream pull", 64), ("stream pull", 4096),
+    ("box_seal", 64), ("box_seal", 4096), ("box_seal_open", 64), ("box_seal_open", 4096),
     ("sign", 64), ("sign", 4096), ("sign(SecureBuffer)", 64), ("sign(SecureBuffer)", 4096),
 ]
 

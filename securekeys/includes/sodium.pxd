@@ -112,3 +112,64 @@ cdef extern from "sodium.h" nogil:
                       const char *passwd, unsigned long long passwdlen,
                       const unsigned char *salt,
                       unsigned long long opslimit, size_t memlimit, int alg)
+
+    # crypto_kx.h (X25519 + BLAKE2b-512 session keys)
+    size_t crypto_kx_PUBLICKEYBYTES
+    size_t crypto_kx_SECRETKEYBYTES
+    size_t crypto_kx_SEEDBYTES
+    size_t crypto_kx_SESSIONKEYBYTES
+    int crypto_kx_keypair(unsigned char *pk, unsigned char *sk)
+    int crypto_kx_seed_keypair(unsigned char *pk, unsigned char *sk,
+                               const unsigned char *seed)
+    int crypto_kx_client_session_keys(unsigned char *rx, unsigned char *tx,
+                                      const unsigned char *client_pk,
+                                      const unsigned char *client_sk,
+                                      const unsigned char *server_pk)
+    int crypto_kx_server_session_keys(unsigned char *rx, unsigned char *tx,
+                                      const unsigned char *server_pk,
+                                      const unsigned char *server_sk,
+                                      const unsigned char *client_pk)
+
+    # crypto_box.h (X25519-XSalsa20-Poly1305; sealed boxes)
+    size_t crypto_box_PUBLICKEYBYTES
+    size_t crypto_box_SECRETKEYBYTES
+    size_t crypto_box_SEEDBYTES
+    size_t crypto_box_SEALBYTES
+    size_t crypto_box_MESSAGEBYTES_MAX
+    int crypto_box_keypair(unsigned char *pk, unsigned char *sk)
+    int crypto_box_seed_keypair(unsigned char *pk, unsigned char *sk,
+                                const unsigned char *seed)
+    int crypto_box_seal(unsigned char *c, const unsigned char *m,
+                        unsigned long long mlen, const unsigned char *pk)
+    int crypto_box_seal_open(unsigned char *m, const unsigned char *c,
+                             unsigned long long clen,
+                             const unsigned char *pk, const unsigned char *sk)
+
+    # crypto_secretstream_xchacha20poly1305.h
+    ctypedef struct crypto_secretstream_xchacha20poly1305_state:
+        pass
+    size_t crypto_secretstream_xchacha20poly1305_ABYTES
+    size_t crypto_secretstream_xchacha20poly1305_HEADERBYTES
+    size_t crypto_secretstream_xchacha20poly1305_KEYBYTES
+    size_t crypto_secretstream_xchacha20poly1305_MESSAGEBYTES_MAX
+    unsigned char crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
+    unsigned char crypto_secretstream_xchacha20poly1305_TAG_FINAL
+    size_t crypto_secretstream_xchacha20poly1305_statebytes()
+    int crypto_secretstream_xchacha20poly1305_init_push(
+        crypto_secretstream_xchacha20poly1305_state *state,
+        unsigned char *header, const unsigned char *k)
+    int crypto_secretstream_xchacha20poly1305_push(
+        crypto_secretstream_xchacha20poly1305_state *state,
+        unsigned char *c, unsigned long long *clen_p,
+        const unsigned char *m, unsigned long long mlen,
+        const unsigned char *ad, unsigned long long adlen, unsigned char tag)
+    int crypto_secretstream_xchacha20poly1305_init_pull(
+        crypto_secretstream_xchacha20poly1305_state *state,
+        const unsigned char *header, const unsigned char *k)
+    int crypto_secretstream_xchacha20poly1305_pull(
+        crypto_secretstream_xchacha20poly1305_state *state,
+        unsigned char *m, unsigned long long *mlen_p, unsigned char *tag_p,
+        const unsigned char *c, unsigned long long clen,
+        const unsigned char *ad, unsigned long long adlen)
+    void crypto_secretstream_xchacha20poly1305_rekey(
+        crypto_secretstream_xchacha20poly1305_state *state)
