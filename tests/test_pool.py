@@ -9,6 +9,7 @@ import signal
 
 import pytest
 
+import securekeys
 from securekeys import SecureBuffer, create_key, report
 from securekeys._memory import _set_pool_limit
 from securekeys.diagnostics import page_report
@@ -200,6 +201,7 @@ def _thp_available() -> bool:
 
 
 @pytest.mark.skipif(not _thp_available(), reason="no transparent huge pages on this kernel")
+@pytest.mark.skipif(securekeys.get_backend() != "sodium", reason="secretmem has no huge pages")
 def test_a_large_secret_lives_in_huge_pages_and_keeps_every_guarantee() -> None:
     # One page-table entry per mprotect instead of 257: the slot is a whole,
     # aligned huge page, still between guard pages, still locked and not dumped.
