@@ -169,6 +169,9 @@ def _beneath_error(error: OSError, dir_fd: int, path: str | bytes, directory: st
                    shown: str | bytes) -> OSError:
     if error.errno == errno.ENOSYS:
         return _without_openat2(shown)
+    if error.errno == errno.ELOOP:
+        return KeyFileError(errno.ELOOP, "refusing a path through a /proc magic link, or through more than "
+                            "40 symbolic links", shown)
     if error.errno != errno.EXDEV:
         return OSError(error.errno, error.strerror, shown)
     # EXDEV is either rule: a second look without RESOLVE_NO_XDEV (O_PATH

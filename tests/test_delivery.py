@@ -462,3 +462,13 @@ def test_delivery_hints_by_where_the_file_is() -> None:
     assert kubernetes.startswith("a Kubernetes secret volume: set defaultMode: 0400")
     assert trust._delivery_words(b"/etc/tls/..data/tls.key", b"/etc/tls/..data/tls.key", 0) == kubernetes
     assert trust._delivery_words(b"/srv/k", b"/srv/k", euid) == "no group/other bits: e.g. 0400 or 0600"
+
+
+def test_beneath_refuses_magic_links_and_link_loops(private_dir: Path) -> None:
+    (private_dir / "a").symlink_to("b")
+    (private_dir / "b").symlink_to("a")
+    for directory, path in ((private_dir, "a"), ("/proc/self", "exe")):
+        with pytest.raises(KeyFileError) as info:
+            read_key(path, SIZE, beneath=directory)
+        assert info.value.errno == errno.ELOOP
+        assert info.value.strerror == "refusing a path through a /proc magic link, or through more than 40 symbolic links"
