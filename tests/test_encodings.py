@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from securekeys import KeyFileError, Protection, create_key, read_key, write_key
+from securekeys import KeyFileError, Protection, SecureBuffer, create_key, read_key, write_key
 from securekeys._memory import live_buffers
 
 from conftest import assert_dies, run_python
@@ -69,6 +69,19 @@ def test_write_key_with_an_unknown_encoding_writes_nothing(private_dir: Path) ->
     with pytest.raises(ValueError, match="unknown key encoding 'base32'"):
         write_key(private_dir / "k", create_key(SIZE), encoding="base32")  # type: ignore[arg-type]
     assert os.listdir(private_dir) == []
+
+
+def test_write_key_wipes_its_text_even_when_the_write_fails(private_dir: Path) -> None:
+    with pytest.raises(FileNotFoundError) as info:
+        write_key(private_dir / "missing" / "k", create_key(SIZE), encoding="base64")
+    scratches = []
+    frame = info.value.__traceback__
+    while frame is not None:   # the scratch is still referenced from the traceback: it must be wiped
+        text = frame.tb_frame.f_locals.get("text")
+        if isinstance(text, SecureBuffer):
+            scratches.append(text)
+        frame = frame.tb_next
+    assert scratches and all(scratch.destroyed for scratch in scratches)
 
 
 def test_a_destroyed_key_dies_before_any_text_file_exists(private_dir: Path) -> None:
