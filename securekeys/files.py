@@ -209,11 +209,13 @@ def read_key(path: StrOrBytesPath, size: int, *, trust: Trust = "strict", encodi
     `encoding` is ValueError.  Nothing is left behind on error.
     """
     key = SecureKey(size)   # checks `size` before anything touches the disk
-    fill_key_from_file(key, path, trust=trust, encoding=encoding, beneath=beneath)
+    fill_key_from_file(key, path, trust, encoding, beneath)
     return key
 
 
-def fill_key_from_file(key: SecureKey, path: StrOrBytesPath, *, trust: Trust = "strict",
+# The options go by position on the way in: a call with keywords costs more,
+# and the default path must cost what it did before there were options.
+def fill_key_from_file(key: SecureKey, path: StrOrBytesPath, trust: Trust = "strict",
                        encoding: Encoding = "raw", beneath: StrOrBytesPath | None = None) -> os.stat_result:
     """Fill a new (READWRITE) key from a key file with every read_key check
     and seal it READONLY; return the verified fstat of the open file.  On any
@@ -229,7 +231,7 @@ def fill_key_from_file(key: SecureKey, path: StrOrBytesPath, *, trust: Trust = "
         else:
             fd, path = _open_beneath(beneath, path)
             without_links = True   # the kernel kept every link inside `beneath`
-        st = check_key_file(fd, path, size, trust=trust, encoding=encoding, opened_without_links=without_links)
+        st = check_key_file(fd, path, size, trust, encoding, without_links)
         if encoding != "raw":
             _read_text(key, fd, st, path, encoding)
             key.readonly()

@@ -66,7 +66,7 @@ def check_options(trust: str, encoding: str) -> None:
         raise ValueError(f"unknown key encoding {encoding!r}: raw, hex, base64 or base64url")
 
 
-def check_key_file(fd: int, path: StrOrBytesPath, size: int, *, trust: Trust = "strict",
+def check_key_file(fd: int, path: StrOrBytesPath, size: int, trust: Trust = "strict",
                    encoding: Encoding = "raw", opened_without_links: bool = False) -> os.stat_result:
     """The checks on an open key file; return its verified fstat.
 
