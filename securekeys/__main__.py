@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import cast
 
 import securekeys
-from securekeys import KeyFileError, SecureBuffer, SecureKey, create_key, report, write_key
+from securekeys import SecureBuffer, SecureKey, create_key, report, write_key
 from securekeys._memory import _text_lengths
 from securekeys.files import fill_key_from_file
 from securekeys.trust import ENCODINGS, TRUST_POLICIES, Encoding, Trust, describe_access, text_length_words
@@ -199,18 +199,20 @@ def _say(message: str) -> None:
         print(f"securekeys: {message}", file=sys.stderr, flush=True)
 
 
-# A refusal names the library's keyword (trust="root-managed"); here it is an option.
-_KEYWORD = re.compile(r'\b(trust|encoding|beneath)="([^"]*)"')
+# A refusal names the library's keyword (trust="root-managed", beneath='/etc/tls',
+# "as beneath="); here it is an option.
+_KEYWORD = re.compile(r"""\b(trust|encoding|beneath)=(?:(["'])(.*?)\2)?""")
+
+
+def _as_option(match: re.Match[str]) -> str:
+    return f"--{match[1]} {match[3]}" if match[2] else f"--{match[1]}"
 
 
 def _describe(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         where = f"{os.fsdecode(error.filename)}: " if error.filename is not None else ""
-        strerror = error.strerror
-        if isinstance(error, KeyFileError):
-            strerror = _KEYWORD.sub(r"--\1 \2", strerror)
-        return f"{where}{strerror}"
-    return str(error)
+        return f"{where}{_KEYWORD.sub(_as_option, error.strerror)}"
+    return _KEYWORD.sub(_as_option, str(error))
 
 
 if __name__ == "__main__":

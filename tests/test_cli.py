@@ -297,7 +297,10 @@ def test_check_refusals_are_one_line_with_the_fix(shared_dir: Path) -> None:
     assert acl.returncode == 1 and acl.stderr.count("\n") == 1
     assert acl.stderr.endswith("setfacl --set u::r,u:65534:r,g::-,o::- PATH)\n")
     escape = cli_as_nobody("check", "../db.key", "--beneath", str(mount))
-    assert escape.returncode == 1 and escape.stderr == f"securekeys: error: '../db.key' leaves beneath='{mount}' through '..'\n"
+    assert escape.returncode == 1 and escape.stderr == f"securekeys: error: '../db.key' leaves --beneath {mount} through '..'\n"
+    mounted = cli_as_nobody("check", "proc/self/status", "--beneath", "/")
+    assert mounted.stderr == ("securekeys: error: /proc/self/status: refusing a path that crosses into another "
+                              "filesystem mounted inside /: pass that mount point as --beneath\n")
 
 
 def test_check_a_systemd_credential_as_the_service(shared_dir: Path) -> None:
