@@ -214,7 +214,7 @@ def read_key(path: StrOrBytesPath, size: int, *, trust: Trust = "strict", encodi
 
 
 # The options go by position on the way in: a call with keywords costs more,
-# and the default path must cost what it did before there were options.
+# and every read pays it, the default ones too.
 def fill_key_from_file(key: SecureKey, path: StrOrBytesPath, trust: Trust = "strict",
                        encoding: Encoding = "raw", beneath: StrOrBytesPath | None = None) -> os.stat_result:
     """Fill a new (READWRITE) key from a key file with every read_key check
