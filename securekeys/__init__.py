@@ -25,7 +25,7 @@ from securekeys._memory import (
     wipe_all,
 )
 from securekeys.errors import KeyFileError, LockError, SecurityWarning
-from securekeys.files import read_key, write_key
+from securekeys.files import read_credential, read_key, write_key
 from securekeys.hardening import harden, report
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "get_lock_policy",
     "harden",
     "libsodium_version",
+    "read_credential",
     "read_key",
     "report",
     "set_backend",

@@ -1,8 +1,9 @@
 """The command line: ``python -m securekeys`` / ``securekeys``.
 
-create PATH [--size N]   write a new random key file (0400, atomic, exclusive)
-check PATH [--size N]    run every read_key check on a key file
-info                     what protection keys get in this process
+create PATH [--size N] [--encoding E]     write a new random key file (0400, atomic, exclusive)
+check PATH [--size N] [--trust T] [--encoding E] [--beneath DIR]
+                                          run every read_key check on a key file
+info                                      what protection keys get in this process
 
 Whatever happens, at most one line goes to stderr: an error is exit status 1
 (2 for usage errors); Ctrl-C ends the process by SIGINT (status 130 in the
@@ -15,14 +16,17 @@ import argparse
 import contextlib
 import errno
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from typing import NoReturn, cast
 
 import securekeys
 from securekeys import SecureBuffer, SecureKey, create_key, report, write_key
-from securekeys.files import fill_key_from_file, octal_mode
+from securekeys._memory import _text_lengths
+from securekeys.files import fill_key_from_file
+from securekeys.trust import ENCODINGS, TRUST_POLICIES, Encoding, Trust, describe_access, text_length_words
 
 DEFAULT_SIZE = 32
 # A key, not a data file: room for any key format in use (RSA-16384, Classic
@@ -58,12 +62,23 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="verify a key file as read_key would",
                                 description="Run every read_key check on PATH (regular file, "
                                 "owner, permissions, hard links, symbolic links, exact size) "
-                                "and say what was verified.",
+                                "and say what was verified.  When it refuses, the one line says "
+                                "which rule failed and the smallest change that fixes it.",
                                 epilog="example: securekeys check /etc/myapp/app.key --size 32")
     for command, size_help in ((create, "key size"), (check, "expected key size")):
         command.add_argument("path", metavar="PATH")
         command.add_argument("--size", type=_size, default=DEFAULT_SIZE, metavar="N",
                              help=f"{size_help} in bytes, 1 to {MAX_SIZE} (default {DEFAULT_SIZE})")
+        command.add_argument("--encoding", choices=ENCODINGS, default="raw",
+                             help="the key as raw bytes (default) or as hex/base64/base64url text "
+                             "with a final newline")
+    check.add_argument("--trust", choices=TRUST_POLICIES, default="strict",
+                       help="who may own the file: strict (default: this user only), root-managed "
+                       "(or root, group read at most: Kubernetes fsGroup, Swarm), systemd "
+                       "(or root with an ACL for this user: LoadCredential=)")
+    check.add_argument("--beneath", metavar="DIR",
+                       help="PATH is relative to DIR and resolved inside it: links that stay inside "
+                       "are followed (Kubernetes' ..data), nothing leads out")
     commands.add_parser("info", help="show the protection keys get in this process",
                         description="Show libsodium's version, whether keys get mlocked, "
                         "RLIMIT_MEMLOCK, the core-dump limit and vm.max_map_count.",
@@ -72,26 +87,39 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _create(args: argparse.Namespace) -> list[str]:
+    encoding = cast(Encoding, args.encoding)
     with create_key(args.size) as key:
-        write_key(args.path, key)
-    return [f"{args.path}: wrote a new {args.size}-byte key (mode 0400)"]
+        write_key(args.path, key, encoding=encoding)
+    if encoding == "raw":
+        return [f"{args.path}: wrote a new {args.size}-byte key (mode 0400)"]
+    padded, _ = _text_lengths(args.size, encoding)
+    return [f"{args.path}: wrote a new {args.size}-byte key as {encoding} text "
+            f"({padded} characters and a newline, mode 0400)"]
 
 
 def _check(args: argparse.Namespace) -> list[str]:
     # Report what read_key verified on the open file (its fstat), without a
     # second look at the path, which could name another file by now.
+    trust, encoding = cast(Trust, args.trust), cast(Encoding, args.encoding)
     key = SecureKey(args.size)
-    verified = fill_key_from_file(key, args.path)
+    verified = fill_key_from_file(key, args.path, trust=trust, encoding=encoding, beneath=args.beneath)
     with key:
-        locked = key.locked
-    return [
-        f"{args.path}: OK",
-        "  a regular file with one name: not a symbolic link, no other hard link",
-        "  reached through no symbolic link that anyone but root or this user could have made",
-        f"  owned by uid {verified.st_uid} (this process's effective uid)",
-        f"  mode {octal_mode(verified.st_mode)}: no group or other permissions",
-        f"  exactly {args.size} bytes, read into guarded memory ({'locked' if locked else 'NOT locked'})",
-    ]
+        locked = "locked" if key.locked else "NOT locked"
+    if args.beneath is None:
+        where = [f"{args.path}: OK",
+                 "  a regular file with one name: not a symbolic link, no other hard link",
+                 "  reached through no symbolic link that anyone but root or this user could have made"]
+    else:
+        where = [f"{os.path.join(args.beneath, args.path)}: OK",
+                 "  a regular file with one name (no other hard link)",
+                 f"  resolved beneath {args.beneath}: links inside it followed, none leading out of it "
+                 "or onto another filesystem"]
+    if encoding == "raw":
+        size = f"  exactly {args.size} bytes, read into guarded memory ({locked})"
+    else:
+        size = (f"  a {args.size}-byte key as {encoding} text: {text_length_words(args.size, encoding)}, "
+                f"decoded into guarded memory ({locked})")
+    return where + [f"  {line}" for line in describe_access(verified, trust)] + [size]
 
 
 def _limit(value: int | None) -> str:
@@ -185,11 +213,20 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+# A refusal names the library's keyword (trust="root-managed", beneath='/etc/tls',
+# "as beneath="); here it is an option.
+_KEYWORD = re.compile(r"""\b(trust|encoding|beneath)=(?:(["'])(.*?)\2)?""")
+
+
+def _as_option(match: re.Match[str]) -> str:
+    return f"--{match[1]} {match[3]}" if match[2] else f"--{match[1]}"
+
+
 def _describe(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         where = f"{os.fsdecode(error.filename)}: " if error.filename is not None else ""
-        return f"{where}{error.strerror}"
-    return str(error)
+        return f"{where}{_KEYWORD.sub(_as_option, error.strerror)}"
+    return _KEYWORD.sub(_as_option, str(error))
 
 
 if __name__ == "__main__":

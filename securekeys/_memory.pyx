@@ -55,6 +55,7 @@ include "memory_fork.pxi"        # a forked child holds no usable key
 include "memory_faults.pxi"      # a fault on guarded memory: the fatal path, then the signal
 include "memory_buffers.pxi"     # Protection as state, SecureBuffer, SecureKey, borrows
 include "memory_fdread.pxi"      # read(2) from a file descriptor into a buffer
+include "memory_encodings.pxi"   # key files as hex/base64 text, decoded and encoded in guarded memory
 include "memory_keyring.pxi"     # KeyRing: the class over the KeyRing runs
 include "memory_hooks.pxi"       # for hardening.py, report(), tests and benchmarks
 

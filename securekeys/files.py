@@ -1,8 +1,9 @@
 """Key files: read straight into guarded memory, written 0400 atomically.
 
-Pure Python over `SecureBuffer.readinto` and os-level calls: no buffered file
-object, `bytes` or `bytearray` ever holds key bytes.  Every check of the file
-runs on the open file descriptor (no check-then-open race).
+Pure Python over `SecureBuffer.readinto`, the text codecs of `_memory` and
+os-level calls: no buffered file object, `bytes`, `bytearray` or `str` ever
+holds key bytes, raw or as text.  Every check of the file runs on the open
+file descriptor (no check-then-open race); the rules are in trust.py.
 """
 
 from __future__ import annotations
@@ -14,17 +15,31 @@ import secrets
 import stat
 
 from securekeys._memory import (
+    RESOLVE_BENEATH,
     RESOLVE_NO_MAGICLINKS,
     RESOLVE_NO_SYMLINKS,
+    RESOLVE_NO_XDEV,
     SecureBuffer,
     SecureKey,
     _at_eof,
+    _decode_text,
+    _encode_text,
     _openat2,
     _read_key_strict,
+    _text_lengths,
 )
 from securekeys.errors import KeyFileError
+from securekeys.trust import (
+    Encoding,
+    Trust,
+    check_key_file,
+    check_options,
+    octal_mode,
+    open_trusted_directory,
+    text_length_words,
+)
 
-__all__ = ["read_key", "write_key"]
+__all__ = ["check_key_file", "octal_mode", "read_credential", "read_key", "write_key"]
 
 StrOrBytesPath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
@@ -39,150 +54,16 @@ _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXE
 _TEMP_EXTRA = len(b"..") + 16 + len(b".tmp")   # ".NAME.<16 hex>.tmp" around the name
 _KEY_MODE = 0o400
 _AT_FDCWD = -100   # openat2's "relative to the working directory"
-_PATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC   # a link itself, not its target
-_MAX_SYMLINKS = 40   # the kernel's own limit for one path lookup
-
-
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return name
-    return "not a regular file"
-
-
-def check_key_file(fd: int, path: StrOrBytesPath, size: int, *,
-                   opened_without_links: bool = False) -> os.stat_result:
-    """The strict checks on an open key file; return its verified fstat.
-
-    Refuses anything but a regular file of exactly `size` bytes, owned by the
-    effective uid, with no group/other permission bit and no second hard
-    link, reached through no symbolic link that someone other than root or
-    this uid could have made.  IsADirectoryError for a directory, KeyFileError
-    for everything else.  This is the one place for these rules: trust
-    policies that accept more extend this function.  `opened_without_links`:
-    the kernel opened `fd` through no symbolic link at all (openat2), so the
-    directories need no second look.
-    """
-    st = os.fstat(fd)
-    if stat.S_ISDIR(st.st_mode):
-        raise IsADirectoryError(errno.EISDIR, "is a directory, not a key file", path)
-    if not stat.S_ISREG(st.st_mode):
-        raise KeyFileError(errno.EINVAL, f"refusing {_kind(st.st_mode)}: a key must be a regular file", path)
-    euid = os.geteuid()
-    if st.st_uid != euid:
-        raise KeyFileError(errno.EPERM, f"refusing a key owned by uid {st.st_uid}, not by this process (uid {euid})", path)
-    if st.st_mode & 0o077:
-        raise KeyFileError(
-            errno.EPERM,
-            f"refusing a key with permissions {octal_mode(st.st_mode)}: "
-            "group or others may access it (no group/other bits: e.g. 0400 or 0600)",
-            path,
-        )
-    if st.st_nlink > 1:
-        # Another name outlives `rm` of this one and may sit in a directory
-        # with other permissions.
-        raise KeyFileError(
-            errno.EPERM,
-            f"refusing a key with {st.st_nlink} hard links: its other names can keep or expose it "
-            f"(find them with: find / -xdev -samefile {os.fsdecode(path)}; remove them, or copy the key to a new file)",
-            path,
-        )
-    if st.st_size != size:
-        raise KeyFileError(errno.EINVAL, f"wrong size: expected {size} bytes, the file has {st.st_size}", path)
-    if not opened_without_links:
-        _check_directories(fd, st, path)
-    return st
-
-
-def octal_mode(mode: int) -> str:
-    """Permission bits as a user writes them for chmod: 0400, 0000."""
-    return f"{stat.S_IMODE(mode):04o}"
-
-
-def _check_directories(fd: int, st: os.stat_result, path: StrOrBytesPath) -> None:
-    """Refuse a key reached through a symbolic link in its directories owned by
-    neither root nor this uid: whoever made it can point the path at another
-    file of ours.  System links such as /var/run -> /run are root's."""
-    where = os.fsencode(path)
-    if not where.startswith(b"/"):
-        where = os.path.join(os.getcwdb(), where)
-    try:
-        found = os.readlink(b"/proc/self/fd/%d" % fd)
-        if found == where or found == os.path.normpath(where):
-            return   # the kernel found it where the path says: no link mattered
-    except OSError:
-        pass         # no /proc: walk the path
-    directory, name = os.path.split(where)
-    try:
-        dir_fd = _open_trusted_directory(directory, path)
-        try:
-            now = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        finally:
-            os.close(dir_fd)
-    except KeyFileError:
-        raise
-    except OSError as e:
-        raise KeyFileError(e.errno, f"the path changed while the key was read ({e.strerror}): try again", path) from None
-    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
-        raise KeyFileError(errno.EAGAIN, "the path changed while the key was read: try again", path)
-
-
-def _open_trusted_directory(directory: bytes, path: StrOrBytesPath) -> int:
-    """An O_PATH descriptor of `directory` (absolute), resolved as the kernel
-    does but one component at a time, each relative to the descriptor of the
-    one before (so nothing can be swapped between two steps), following only
-    symbolic links that root or this uid owns."""
-    euid = os.geteuid()
-    todo = directory.split(b"/")[::-1]
-    fd = os.open(b"/", _PATH_FLAGS)
-    links = 0
-    try:
-        while todo:
-            part = todo.pop()
-            if part in (b"", b"."):
-                continue
-            step = os.open(part, _PATH_FLAGS, dir_fd=fd)
-            link = os.fstat(step)
-            if not stat.S_ISLNK(link.st_mode):
-                # Swap before closing: an exception in between (a signal
-                # handler's) must never make the except below close twice.
-                fd, previous = step, fd
-                os.close(previous)
-                continue
-            try:
-                target = os.readlink(b"", dir_fd=step)   # this very link, whatever its name holds now
-            finally:
-                os.close(step)
-            if link.st_uid not in (0, euid):
-                owners = "root" if euid == 0 else f"root or uid {euid}"
-                raise KeyFileError(
-                    errno.EPERM,
-                    f"refusing a path through the symbolic link {_shown(fd, part)} -> {os.fsdecode(target)} "
-                    f"owned by uid {link.st_uid}: only links owned by {owners} are followed; "
-                    "name the key by a path without it",
-                    path,
-                )
-            links += 1
-            if links > _MAX_SYMLINKS:
-                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
-            if target.startswith(b"/"):
-                root = os.open(b"/", _PATH_FLAGS)
-                fd, previous = root, fd
-                os.close(previous)
-            todo += target.split(b"/")[::-1]
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _shown(dir_fd: int, name: bytes) -> str:
-    """`name` in the directory `dir_fd`, as a path for a message."""
-    try:
-        return os.fsdecode(os.path.join(os.readlink(b"/proc/self/fd/%d" % dir_fd), name))
-    except OSError:   # no /proc
-        return os.fsdecode(name)
+# Beneath a directory, links that stay inside it are followed, the last one
+# too (no O_NOFOLLOW); nothing may lead out of it, onto another filesystem or
+# through a /proc magic link.
+_BENEATH_FLAGS = os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK
+_BENEATH_RESOLVE = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV
+_DIRECTORY_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+# openat2 says EAGAIN when a rename raced a ".." it resolved beneath a
+# directory (Kubernetes swaps ..data while we read): try again, a few times.
+_BENEATH_TRIES = 8
+_CREDENTIALS = "CREDENTIALS_DIRECTORY"
 
 
 def _symlink_refusal(path: str | bytes) -> OSError:
@@ -190,12 +71,11 @@ def _symlink_refusal(path: str | bytes) -> OSError:
         target = os.readlink(os.fsencode(path))
     except OSError:   # not a link itself: too many links in its directories
         return OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
-    return KeyFileError(
-        errno.ELOOP,
-        f"refusing a symbolic link to {os.fsdecode(target)}: "
-        f"name the key file itself ({os.fsdecode(os.path.realpath(os.fsencode(path)))})",
-        path,
-    )
+    fix = f"name the key file itself ({os.fsdecode(os.path.realpath(os.fsencode(path)))})"
+    if target.split(b"/")[0] == b"..data":   # Kubernetes' AtomicWriter: key -> ..data/key
+        directory, name = os.path.split(os.fsdecode(path))
+        fix = f"a Kubernetes secret volume: read \"{name}\" with beneath=\"{directory or '.'}\""
+    return KeyFileError(errno.ELOOP, f"refusing a symbolic link to {os.fsdecode(target)}: {fix}", path)
 
 
 def _open_key_file(path: str | bytes) -> tuple[int, bool]:
@@ -218,23 +98,128 @@ def _open_key_file(path: str | bytes) -> tuple[int, bool]:
         raise
 
 
-def read_key(path: StrOrBytesPath, size: int) -> SecureKey:
+def _open_beneath(directory: StrOrBytesPath, path: str | bytes) -> tuple[int, str | bytes]:
+    """Open `path`, relative, beneath `directory`: the fd, and the two joined
+    to name the key in messages.  ValueError for a path that cannot be
+    beneath it, before anything is opened."""
+    where = os.fspath(directory)
+    shown = _joined(where, path)
+    _check_relative(path, where)
+    dir_fd = _open_directory(where, shown)
+    try:
+        for _ in range(_BENEATH_TRIES):
+            try:
+                return _openat2(dir_fd, path, _BENEATH_FLAGS, _BENEATH_RESOLVE), shown
+            except OSError as e:
+                if e.errno != errno.EAGAIN:
+                    raise _beneath_error(e, dir_fd, path, where, shown) from None
+        raise OSError(errno.EAGAIN, "the directory kept changing while the key was opened: try again", shown)
+    finally:
+        os.close(dir_fd)
+
+
+def _joined(directory: str | bytes, path: str | bytes) -> str | bytes:
+    if isinstance(directory, str) and isinstance(path, str):
+        return os.path.join(directory, path)
+    return os.path.join(os.fsencode(directory), os.fsencode(path))
+
+
+def _check_relative(path: str | bytes, directory: str | bytes) -> None:
+    """A path that, read as written, names something inside `directory`."""
+    parts = os.fsencode(path).split(b"/")
+    if not path or parts[0] == b"":
+        raise ValueError(f"with beneath={directory!r}, the key's path must be relative to it, not {path!r}")
+    depth = 0
+    for part in parts:
+        if part == b"..":
+            depth -= 1
+            if depth < 0:
+                raise ValueError(f"{path!r} leaves beneath={directory!r} through '..'")
+        elif part not in (b"", b"."):
+            depth += 1
+    if depth == 0:
+        raise ValueError(f"{path!r} names beneath={directory!r} itself, not a key in it")
+
+
+def _open_directory(directory: str | bytes, shown: str | bytes) -> int:
+    """An O_PATH descriptor of `directory`, reached through no symbolic link
+    that someone other than root or this uid made (as for a key's directories)."""
+    try:
+        return _openat2(_AT_FDCWD, directory, _DIRECTORY_FLAGS, RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
+    except OSError as e:
+        if e.errno == errno.ENOSYS:
+            raise _without_openat2(shown) from None
+        if e.errno != errno.ELOOP:
+            raise
+    absolute = os.fsencode(directory)
+    if not absolute.startswith(b"/"):
+        absolute = os.path.join(os.getcwdb(), absolute)
+    try:
+        fd = open_trusted_directory(absolute, shown)
+    except KeyFileError:
+        raise
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, directory) from None
+    if not stat.S_ISDIR(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), directory)
+    return fd
+
+
+def _beneath_error(error: OSError, dir_fd: int, path: str | bytes, directory: str | bytes,
+                   shown: str | bytes) -> OSError:
+    if error.errno == errno.ENOSYS:
+        return _without_openat2(shown)
+    if error.errno == errno.ELOOP:
+        return KeyFileError(errno.ELOOP, "refusing a path through a /proc magic link, or through more than "
+                            "40 symbolic links", shown)
+    if error.errno != errno.EXDEV:
+        return OSError(error.errno, error.strerror, shown)
+    # EXDEV is either rule: a second look without RESOLVE_NO_XDEV (O_PATH
+    # opens nothing) tells which one the path broke.
+    try:
+        os.close(_openat2(dir_fd, path, os.O_PATH | os.O_CLOEXEC, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS))
+    except OSError:
+        return KeyFileError(errno.EXDEV, f"refusing a path that leads out of {os.fsdecode(directory)}: "
+                            "a symbolic link on the way is absolute or climbs out with '..' "
+                            "(only links that stay inside are followed)", shown)
+    return KeyFileError(errno.EXDEV, f"refusing a path that crosses into another filesystem mounted "
+                        f"inside {os.fsdecode(directory)}: pass that mount point as beneath=", shown)
+
+
+def _without_openat2(shown: str | bytes) -> OSError:
+    return OSError(errno.ENOSYS, "beneath= needs the openat2(2) system call (Linux 5.6 or later), "
+                   "which this kernel lacks", shown)
+
+
+def read_key(path: StrOrBytesPath, size: int, *, trust: Trust = "strict", encoding: Encoding = "raw",
+             beneath: StrOrBytesPath | None = None) -> SecureKey:
     """Read a `size`-byte key file straight into guarded memory; READONLY.
 
-    The file must pass check_key_file(): a regular file owned by this
-    process's effective uid, with no group/other permission bits and one
-    hard link, holding exactly `size` bytes; symlinks are refused, and so are
-    links in its directories owned by neither root nor this uid.  Otherwise
-    KeyFileError (an OSError) names the path and why; a missing file is
-    FileNotFoundError.  Nothing is left behind on error.
+    The file must pass check_key_file(): a regular file with one hard link,
+    owned and permitted as `trust` allows ("strict": by this process's
+    effective uid, no group/other permission bits; "root-managed" and
+    "systemd" also accept what root delivers for those), holding exactly
+    `size` bytes, or `size` bytes in `encoding` ("hex", "base64",
+    "base64url": one trailing newline allowed, nothing else).  Symlinks are
+    refused, and so are links in its directories owned by neither root nor
+    this uid.  With `beneath=DIR`, `path` is relative to DIR and resolved
+    inside it: links that stay inside are followed (Kubernetes' ..data),
+    nothing leads out.  Otherwise KeyFileError (an OSError) names the path
+    and why; a missing file is FileNotFoundError; an unknown `trust` or
+    `encoding` is ValueError.  Nothing is left behind on error.
     """
     key = SecureKey(size)   # checks `size` before anything touches the disk
-    if not _read_key_strict(key, path):   # the plain case, in C; anything else:
-        fill_key_from_file(key, path)     # every check again, and a precise error
+    if trust == "strict" and encoding == "raw" and beneath is None and _read_key_strict(key, path):
+        return key   # the plain case, in one C function; anything else: every check again
+    fill_key_from_file(key, path, trust, encoding, beneath)
     return key
 
 
-def fill_key_from_file(key: SecureKey, path: StrOrBytesPath) -> os.stat_result:
+# The options go by position on the way in: a call with keywords costs more,
+# and every read pays it, the default ones too.
+def fill_key_from_file(key: SecureKey, path: StrOrBytesPath, trust: Trust = "strict",
+                       encoding: Encoding = "raw", beneath: StrOrBytesPath | None = None) -> os.stat_result:
     """Fill a new (READWRITE) key from a key file with every read_key check
     and seal it READONLY; return the verified fstat of the open file.  On any
     error, destroy the key and raise."""
@@ -242,8 +227,18 @@ def fill_key_from_file(key: SecureKey, path: StrOrBytesPath) -> os.stat_result:
     fd = -1
     try:
         path = os.fspath(path)  # errors name the path as the os module does
-        fd, without_links = _open_key_file(path)
-        st = check_key_file(fd, path, size, opened_without_links=without_links)
+        if trust != "strict" or encoding != "raw":
+            check_options(trust, encoding)
+        if beneath is None:
+            fd, without_links = _open_key_file(path)
+        else:
+            fd, path = _open_beneath(beneath, path)
+            without_links = True   # the kernel kept every link inside `beneath`
+        st = check_key_file(fd, path, size, trust, encoding, without_links)
+        if encoding != "raw":
+            _read_text(key, fd, st, path, encoding)
+            key.readonly()
+            return st
         try:
             got = key.readinto(fd)
             complete = got == size and _at_eof(fd)
@@ -262,7 +257,70 @@ def fill_key_from_file(key: SecureKey, path: StrOrBytesPath) -> os.stat_result:
             os.close(fd)
 
 
-def write_key(path: StrOrBytesPath, key: SecureBuffer) -> None:
+def _read_text(key: SecureKey, fd: int, st: os.stat_result, path: str | bytes, encoding: Encoding) -> None:
+    """Read the text (its length bounded by check_key_file) into guarded
+    scratch memory and decode it into `key`; the scratch is wiped whatever
+    happens."""
+    text = SecureBuffer(st.st_size)
+    try:
+        try:
+            got = text.readinto(fd)
+            complete = got == st.st_size and _at_eof(fd)
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, path) from None
+        if not complete:
+            raise KeyFileError(errno.EINVAL, "the file changed while the key was read: try again", path)
+        verdict, number = _decode_text(key, text, got, encoding)
+    finally:
+        text.destroy()
+    if verdict != "ok":
+        raise KeyFileError(errno.EINVAL, _text_refusal(verdict, number, key.size, encoding), path)
+
+
+_ALPHABETS = {"base64": "A-Z a-z 0-9 + /", "base64url": "A-Z a-z 0-9 - _"}
+
+
+def _text_refusal(verdict: str, number: int, size: int, encoding: str) -> str:
+    """What is wrong with a text key, without a word of its content."""
+    if verdict == "length":
+        return (f"wrong size: a {size}-byte key in {encoding} is {text_length_words(size, encoding)}, "
+                f"the text has {number} (one newline may end it, nothing else)")
+    if verdict == "invalid" and encoding == "hex":
+        return (f"not valid hex: characters {number}-{number + 1} are not two hex digits "
+                "(0-9, a-f, A-F; no spaces or line breaks inside the key)")
+    if verdict == "invalid":
+        return (f"not valid {encoding}: character {number} is not in its alphabet ({_ALPHABETS[encoding]}), "
+                "or is padding before the end (no spaces or line breaks inside the key)")
+    if verdict == "alphabet":
+        other = "base64url" if encoding == "base64" else "base64"
+        return f"not valid {encoding}, but valid {other}: pass encoding=\"{other}\""
+    if verdict == "padding":
+        padded, unpadded = _text_lengths(size, encoding)
+        return (f"not valid {encoding}: character {number} should be \"=\": a {size}-byte key of {padded} "
+                f"characters ends in {padded - unpadded} \"=\" of padding")
+    return (f"not valid {encoding}: its last character holds bits beyond a {size}-byte key "
+            "(the text is damaged, or is not this key)")
+
+
+def read_credential(name: str | bytes, size: int, *, encoding: Encoding = "raw") -> SecureKey:
+    """Read the systemd credential `name` (LoadCredential=,
+    LoadCredentialEncrypted=, SetCredential=) into guarded memory, READONLY:
+    read_key(name, size, trust="systemd", encoding=encoding,
+    beneath=$CREDENTIALS_DIRECTORY).  A name with "/", ".", ".." or nothing
+    is ValueError; KeyFileError when the variable is not set."""
+    if not isinstance(name, (str, bytes)):
+        raise TypeError(f"a credential name is a str, not {type(name).__name__}")
+    if os.fsencode(name) in (b"", b".", b"..") or b"/" in os.fsencode(name):
+        raise ValueError(f"not a credential name: {name!r} (a file name: no '/', not '.' or '..')")
+    check_options("systemd", encoding)
+    directory = os.environ.get(_CREDENTIALS)
+    if not directory:
+        raise KeyFileError(errno.ENOENT, f"${_CREDENTIALS} is not set: this process was not started by "
+                           "systemd with LoadCredential=, LoadCredentialEncrypted= or SetCredential=", name)
+    return read_key(name, size, trust="systemd", encoding=encoding, beneath=directory)
+
+
+def write_key(path: StrOrBytesPath, key: SecureBuffer, *, encoding: Encoding = "raw") -> None:
     """Write `key` to a new file at `path` with mode 0400, atomically.
 
     Never replaces anything: an existing path (even a dangling symlink) raises
@@ -272,10 +330,24 @@ def write_key(path: StrOrBytesPath, key: SecureBuffer) -> None:
     place; the directory is fsynced too, so it must be readable as well as
     writable.  When write_key raises, nothing is left: no key under `path`,
     no temporary file; the error names `path`.  A NOACCESS key is borrowed
-    for the write and returned to NOACCESS.
+    for the write and returned to NOACCESS.  With `encoding` "hex", "base64"
+    or "base64url" the file holds the key as that text (base64 with "="
+    padding) and a newline, encoded in guarded memory, which is wiped after.
     """
     if not isinstance(key, SecureBuffer):
         raise TypeError(f"write_key() takes a SecureBuffer, not {type(key).__name__}")
+    if encoding == "raw":
+        _write_key(path, key)
+        return
+    check_options("strict", encoding)
+    text = _encode_text(key, encoding)   # borrows the key: a destroyed one is fatal before any file exists
+    try:
+        _write_key(path, text)
+    finally:
+        text.destroy()
+
+
+def _write_key(path: StrOrBytesPath, key: SecureBuffer) -> None:
     where = os.fspath(path)
     directory, name = os.path.split(os.fsencode(where))
     try:

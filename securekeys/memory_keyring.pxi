@@ -72,11 +72,11 @@ cdef class KeyRing:
         key.seal()
         return key
 
-    def read_key(self, path):
-        """Read a key file into this ring, with every check of read_key()."""
+    def read_key(self, path, *, trust="strict", encoding="raw", beneath=None):
+        """Read a key file into this ring, with every check and option of read_key()."""
         from securekeys.files import fill_key_from_file
         key = self._new_key()
-        fill_key_from_file(key, path)
+        fill_key_from_file(key, path, trust=trust, encoding=encoding, beneath=beneath)
         return key
 
     def destroy(self):

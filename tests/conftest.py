@@ -7,12 +7,14 @@ import os
 import re
 import resource
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +92,15 @@ def run_threads(work: Callable[[int], None], count: int = 8) -> None:
 def private_dir(tmp_path: "os.PathLike[str]") -> "os.PathLike[str]":
     os.chmod(tmp_path, 0o700)
     return tmp_path
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory uid 65534 can reach: pytest's own are under root's 0700."""
+    path = Path(tempfile.mkdtemp(prefix="securekeys-test-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
 
 
 # -- distributions and fresh venvs ------------------------------------------------

@@ -16,7 +16,9 @@ import pytest
 import securekeys
 from securekeys.__main__ import MAX_SIZE
 
-from test_files import SIZE, STRANGER, make_file
+from conftest import run_python
+from test_delivery import kubernetes_volume, set_acl
+from test_files import NOBODY, SIZE, STRANGER, make_file
 
 
 def cli(*args: str, cwd: Path | None = None, **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -231,4 +233,107 @@ def test_a_bad_backend_is_one_line(command: list[str], private_dir: os.PathLike[
     done = cli(*command, env=dict(os.environ, SECUREKEYS_BACKEND="bogus"), cwd=private_dir)
     assert done.returncode == 1 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert "bogus" in done.stderr
+    assert os.listdir(private_dir) == []
+
+
+# -- delivered keys: --trust, --encoding, --beneath ----------------------------------
+
+@pytest.mark.parametrize("encoding, length", [("hex", 65), ("base64", 45), ("base64url", 45)])
+def test_create_and_check_text_keys(private_dir: Path, encoding: str, length: int) -> None:
+    path = str(private_dir / "k")
+    done = cli("create", path, "--encoding", encoding)
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout == (f"{path}: wrote a new 32-byte key as {encoding} text "
+                           f"({length - 1} characters and a newline, mode 0400)\n")
+    assert os.path.getsize(path) == length and stat.S_IMODE(os.stat(path).st_mode) == 0o400
+    checked = cli("check", path, "--encoding", encoding)
+    assert checked.returncode == 0, checked
+    assert checked.stdout.splitlines()[-1].startswith(f"  a 32-byte key as {encoding} text: {length - 1} characters")
+    raw = cli("check", path)
+    assert raw.returncode == 1 and raw.stderr.count("\n") == 1
+    assert f"the file has {length} (the length of a 32-byte key as" in raw.stderr
+    assert f"pass --encoding {'hex' if encoding == 'hex' else 'base64'} if it is one)" in raw.stderr
+
+
+def cli_as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI as uid 65534: imported first, since the standard library is
+    out of reach once the child has dropped root."""
+    code = f"""
+import os, sys
+import securekeys.__main__
+os.setgroups([])
+os.setgid(65534)
+os.setuid(65534)
+sys.exit(securekeys.__main__.main({list(args)!r}))
+"""
+    result = run_python(code)
+    return subprocess.CompletedProcess(result.args, result.returncode, result.stdout.decode(), result.stderr.decode())
+
+
+def test_check_a_kubernetes_secret_as_the_service(shared_dir: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("building the volume needs root")
+    mount = kubernetes_volume(shared_dir, {"tls.key": os.urandom(SIZE)}, 0o440)
+    done = cli_as_nobody("check", "tls.key", "--beneath", str(mount), "--trust", "root-managed")
+    assert done.returncode == 0 and done.stderr == "", done
+    assert done.stdout.splitlines() == [
+        f"{mount}/tls.key: OK",
+        "  a regular file with one name (no other hard link)",
+        f"  resolved beneath {mount}: links inside it followed, none leading out of it or onto another filesystem",
+        "  owned by root, who delivers it (trusted as root-managed); group gid 65534",
+        "  mode 0440: group read at most, no other permissions",
+        "  exactly 32 bytes, read into guarded memory (locked)",
+    ]
+    strict = cli_as_nobody("check", "tls.key", "--beneath", str(mount))
+    assert strict.returncode == 1 and strict.stdout == ""
+    assert strict.stderr == (f"securekeys: error: {mount}/tls.key: refusing a key owned by uid 0: --trust strict "
+                             "accepts keys owned by this process (uid 65534) (if root delivers it (Kubernetes "
+                             "fsGroup, a Swarm secret's gid, a root-owned mount), pass --trust root-managed)\n")
+    link = cli_as_nobody("check", str(mount / "tls.key"), "--trust", "root-managed")
+    assert link.stderr == (f"securekeys: error: {mount}/tls.key: refusing a symbolic link to ..data/tls.key: "
+                           f'a Kubernetes secret volume: read "tls.key" with --beneath {mount}\n')
+
+
+def test_check_refusals_are_one_line_with_the_fix(shared_dir: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("building the volume needs root")
+    mount = kubernetes_volume(shared_dir, {"open.key": os.urandom(SIZE)}, 0o644)
+    world = cli_as_nobody("check", "open.key", "--beneath", str(mount), "--trust", "root-managed")
+    assert world.returncode == 1 and world.stdout == ""
+    assert world.stderr == (f"securekeys: error: {mount}/open.key: refusing a key with permissions 0644: others may "
+                            "access it (a Kubernetes secret volume: set defaultMode: 0400 on the volume and "
+                            "fsGroup: 65534 in the pod's securityContext, then pass --trust root-managed)\n")
+    credential = shared_dir / "db.key"
+    make_file(credential, os.urandom(SIZE), 0o400)
+    os.chown(credential, 0, 0)
+    set_acl(credential, users={NOBODY: 4, STRANGER: 4})
+    acl = cli_as_nobody("check", str(credential), "--trust", "systemd")
+    assert acl.returncode == 1 and acl.stderr.count("\n") == 1
+    assert acl.stderr.endswith("setfacl --set u::r,u:65534:r,g::-,o::- PATH)\n")
+    escape = cli_as_nobody("check", "../db.key", "--beneath", str(mount))
+    assert escape.returncode == 1 and escape.stderr == f"securekeys: error: '../db.key' leaves --beneath {mount} through '..'\n"
+    mounted = cli_as_nobody("check", "proc/self/status", "--beneath", "/")
+    assert mounted.stderr == ("securekeys: error: /proc/self/status: refusing a path that crosses into another "
+                              "filesystem mounted inside /: pass that mount point as --beneath\n")
+
+
+def test_check_a_systemd_credential_as_the_service(shared_dir: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("ACLs on root's files need root")
+    path = shared_dir / "db.key"
+    make_file(path, os.urandom(SIZE), 0o400)
+    os.chown(path, 0, 0)
+    set_acl(path, users={NOBODY: 4})
+    done = cli_as_nobody("check", str(path), "--trust", "systemd")
+    assert done.returncode == 0, done
+    assert "  owned by root, mode 0400 plus a POSIX ACL granting read to uid 65534 alone (a systemd credential)" \
+        in done.stdout.splitlines()
+
+
+@pytest.mark.parametrize("args", [["check", "k", "--trust", "lenient"], ["check", "k", "--encoding", "base32"],
+                                  ["create", "k", "--encoding", "base32"], ["create", "k", "--trust", "strict"],
+                                  ["create", "k", "--beneath", "/tmp"]])
+def test_bad_delivery_options_are_usage_errors(private_dir: Path, args: list[str]) -> None:
+    done = cli(*args, cwd=private_dir)
+    assert done.returncode == 2 and "usage:" in done.stderr and "Traceback" not in done.stderr
     assert os.listdir(private_dir) == []

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,15 +65,6 @@ def nobody_owns(path: Path, mode: int) -> Path:
     os.chown(path, NOBODY, NOBODY)
     os.chmod(path, mode)
     return path
-
-
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A directory uid 65534 can reach: pytest's own are under root's 0700."""
-    path = Path(tempfile.mkdtemp(prefix="securekeys-test-", dir="/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path)
 
 
 # -- read_key -------------------------------------------------------------------

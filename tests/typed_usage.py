@@ -6,7 +6,8 @@ import os
 import tempfile
 
 import securekeys
-from securekeys import KeyFileError, Protection, SecureBuffer, SecureKey, create_key, destroy_key, read_key, write_key
+from securekeys import KeyFileError, KeyRing, Protection, SecureBuffer, SecureKey, create_key, destroy_key
+from securekeys import read_credential, read_key, write_key
 from securekeys.diagnostics import PageReport, page_report
 
 
@@ -38,6 +39,19 @@ def scratch() -> int:
         return count + len(buf) + buf.size
 
 
+def delivered(directory: str) -> int:
+    key = create_key(32)
+    write_key(os.path.join(directory, "text.key"), key, encoding="base64")
+    text: SecureKey = read_key("text.key", 32, trust="root-managed", encoding="base64", beneath=directory)
+    ring = KeyRing(32)
+    ringed: SecureKey = ring.read_key("text.key", encoding="base64", beneath=directory, trust="strict")
+    try:
+        read_credential("service.key", 32, encoding="hex")
+    except KeyFileError:
+        pass
+    return text.size + ringed.size
+
+
 def handles_errors(path: str) -> str:
     try:
         read_key(path, 32)
@@ -50,5 +64,5 @@ def handles_errors(path: str) -> str:
 
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
-        print(roundtrip(tmp), scratch(), handles_errors(tmp), securekeys.libsodium_version(),
+        print(roundtrip(tmp), scratch(), delivered(tmp), handles_errors(tmp), securekeys.libsodium_version(),
               securekeys.get_include())

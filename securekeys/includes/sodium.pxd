@@ -31,6 +31,23 @@ cdef extern from "sodium.h" nogil:
     int sodium_runtime_has_avx()
     int sodium_runtime_has_avx512f()
 
+    # utils.h: constant-time text codecs (key files in hex or base64)
+    char *sodium_bin2hex(char *hex, size_t hex_maxlen,
+                         const unsigned char *bin, size_t bin_len)
+    int sodium_hex2bin(unsigned char *bin, size_t bin_maxlen,
+                       const char *hex, size_t hex_len, const char *ignore,
+                       size_t *bin_len, const char **hex_end)
+    enum:
+        sodium_base64_VARIANT_ORIGINAL
+        sodium_base64_VARIANT_ORIGINAL_NO_PADDING
+        sodium_base64_VARIANT_URLSAFE
+        sodium_base64_VARIANT_URLSAFE_NO_PADDING
+    char *sodium_bin2base64(char *b64, size_t b64_maxlen,
+                            const unsigned char *bin, size_t bin_len, int variant)
+    int sodium_base642bin(unsigned char *bin, size_t bin_maxlen,
+                          const char *b64, size_t b64_len, const char *ignore,
+                          size_t *bin_len, const char **b64_end, int variant)
+
     # randombytes.h
     void randombytes_buf(void *buf, size_t size)
 
