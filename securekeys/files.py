@@ -307,10 +307,10 @@ def read_credential(name: str | bytes, size: int, *, encoding: Encoding = "raw")
     LoadCredentialEncrypted=, SetCredential=) into guarded memory, READONLY:
     read_key(name, size, trust="systemd", encoding=encoding,
     beneath=$CREDENTIALS_DIRECTORY).  A name with "/", ".", ".." or nothing
-    is ValueError; KeyFileError when the variable is not set."""
+    (or a NUL byte) is ValueError; KeyFileError when the variable is not set."""
     if not isinstance(name, (str, bytes)):
         raise TypeError(f"a credential name is a str, not {type(name).__name__}")
-    if os.fsencode(name) in (b"", b".", b"..") or b"/" in os.fsencode(name):
+    if os.fsencode(name) in (b"", b".", b"..") or b"/" in os.fsencode(name) or b"\0" in os.fsencode(name):
         raise ValueError(f"not a credential name: {name!r} (a file name: no '/', not '.' or '..')")
     check_options("systemd", encoding)
     directory = os.environ.get(_CREDENTIALS)

@@ -98,6 +98,7 @@ def _decode_text(SecureKey key, SecureBuffer text, size_t length, str encoding):
     cdef const char *end = NULL
     cdef const char *other_end = NULL
     cdef int rc
+    cdef size_t i
     if length > text._size:
         raise ValueError(f"length {length} is past the end of a {text._size}-byte buffer")
     cdef unsigned char *out = key.fill_ptr()
@@ -109,6 +110,12 @@ def _decode_text(SecureKey key, SecureBuffer text, size_t length, str encoding):
                 length -= 1
         if length != _padded_length(n, kind) and length != data:
             return "length", length
+        # libsodium 1.0.18 reads every byte past 0x7f as base64's last
+        # character: refuse them here, or a stray UTF-8 character or one
+        # corrupted byte would decode into a different key without a word.
+        for i in range(length):
+            if <unsigned char>src[i] > 0x7f:
+                return "invalid", i + 1
         rc = _decode(out, n, src, data, kind, &got, &end)
         if end != src + data:
             if kind != _HEX and _decode(out, n, src, data, _BASE64 + _BASE64URL - kind,

@@ -99,7 +99,7 @@ def _read_key_strict(SecureBuffer key, path):
         if fd >= 0:
             # The strict rules of files.check_key_file, as a predicate.
             if (fstat(fd, &st) == 0 and S_ISREG(st.st_mode) and st.st_uid == geteuid()
-                    and (st.st_mode & 0o077) == 0 and st.st_nlink == 1
+                    and (st.st_mode & 0o7077) == 0 and st.st_nlink == 1
                     and st.st_size == <off_t>size):
                 while done < size:
                     got = read(fd, data + done, size - done)

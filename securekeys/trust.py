@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shlex
 import stat
 import struct
 from typing import Literal
@@ -85,6 +86,12 @@ def check_key_file(fd: int, path: StrOrBytesPath, size: int, trust: Trust = "str
         raise IsADirectoryError(errno.EISDIR, "is a directory, not a key file", path)
     if not stat.S_ISREG(st.st_mode):
         raise KeyFileError(errno.EINVAL, f"refusing {_kind(st.st_mode)}: a key must be a regular file", path)
+    if st.st_mode & 0o7000:
+        # A key has no use for set-user-ID, set-group-ID or sticky bits: a
+        # file that carries them was not made as a key file.
+        raise KeyFileError(errno.EPERM, f"refusing a key with permissions {octal_mode(st.st_mode)}: "
+                           "set-user-ID, set-group-ID and sticky bits have no place on a key "
+                           f"(chmod {octal_mode(st.st_mode & 0o777)} {shlex.quote(os.fsdecode(path))})", path)
     # The strict rule in two comparisons: the policies are asked only when it fails.
     if st.st_uid != os.geteuid() or st.st_mode & 0o077:
         _check_trust(fd, st, path, trust)
@@ -94,7 +101,8 @@ def check_key_file(fd: int, path: StrOrBytesPath, size: int, trust: Trust = "str
         raise KeyFileError(
             errno.EPERM,
             f"refusing a key with {st.st_nlink} hard links: its other names can keep or expose it "
-            f"(find them with: find / -xdev -samefile {os.fsdecode(path)}; remove them, or copy the key to a new file)",
+            f"(find them with: find / -xdev -samefile {shlex.quote(os.fsdecode(path))}; remove them, "
+            "or copy the key to a new file)",
             path,
         )
     if encoding == "raw":

@@ -386,10 +386,15 @@ def test_read_credential_without_systemd(monkeypatch: pytest.MonkeyPatch) -> Non
     assert info.value.filename == "db.key"
 
 
-@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "/etc/passwd", "db.key/", b"a/b", b".."])
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "/etc/passwd", "db.key/", b"a/b", b"..", "db\0key"])
+@pytest.mark.parametrize("systemd", [True, False])
 def test_read_credential_takes_a_name_only(private_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                                           name: str | bytes) -> None:
-    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(private_dir))
+                                           name: str | bytes, systemd: bool) -> None:
+    # A bad name is a ValueError whether or not the process runs under systemd.
+    if systemd:
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(private_dir))
+    else:
+        monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     with pytest.raises(ValueError, match="not a credential name"):
         read_credential(name, SIZE)
     with pytest.raises(TypeError):

@@ -123,6 +123,11 @@ HEX = RAW.hex().encode()
     ("hex", b"0x" + HEX[2:], "characters 1-2 are not two hex digits"),
     ("hex", HEX[:-1] + b"\n", "wrong size: a 32-byte key in hex is 64 characters, the text has 63"),
     ("hex", HEX + b"0", "the text has 65"),
+    # libsodium 1.0.18 decodes any byte past 0x7f as base64's last character:
+    ("base64", b"\xc3\xa9" + B64[2:], "character 1 is not in its alphabet"),           # a UTF-8 character
+    ("base64url", b"\xef\xbb\xbf" + URL[3:], "character 1 is not in its alphabet"),     # a BOM over the start
+    ("base64", B64[:10] + b"\xff" + B64[11:], "character 11 is not in its alphabet"),  # one corrupted byte
+    ("hex", HEX[:10] + b"\xe9" + HEX[11:], "characters 11-12 are not two hex digits"),
 ])
 def test_invalid_text_is_refused_without_a_word_of_it(private_dir: Path, encoding: str, text: bytes,
                                                        message: str) -> None:

@@ -734,7 +734,7 @@ for i in range({count}):
 
 def _variants(private_dir: Path) -> dict[str, Path]:
     made: dict[str, Path] = {}
-    for mode in (0o400, 0o600, 0o000, 0o440, 0o404, 0o640, 0o700):
+    for mode in (0o400, 0o600, 0o000, 0o440, 0o404, 0o640, 0o700, 0o4400, 0o2400, 0o1400):
         made[f"mode {mode:04o}"] = make_file(private_dir / f"m{mode:o}", b"k" * SIZE, mode)
     for length in (0, SIZE - 1, SIZE + 1):
         made[f"{length} bytes"] = make_file(private_dir / f"len{length}", b"k" * length)
@@ -789,3 +789,19 @@ def test_a_nul_byte_in_the_path_is_refused_not_cut_short(private_dir: Path, tail
     for path in (str(private_dir / "good") + tail, os.fsencode(str(private_dir / "good") + tail)):
         with pytest.raises(ValueError, match="null byte"):
             read_key(path, SIZE)
+
+
+@pytest.mark.parametrize("mode", [0o4400, 0o2400, 0o1400, 0o7400])
+def test_set_id_and_sticky_bits_are_refused(private_dir: Path, mode: int) -> None:
+    path = make_file(private_dir / "k", b"k" * SIZE, mode)
+    with pytest.raises(KeyFileError, match="set-user-ID, set-group-ID and sticky bits"):
+        read_key(path, SIZE)
+
+
+def test_the_hard_link_advice_quotes_the_path(private_dir: Path) -> None:
+    # The message suggests a command: a name must not become part of it.
+    path = make_file(private_dir / "x; touch PWNED #", b"k" * SIZE)
+    os.link(path, private_dir / "other")
+    with pytest.raises(KeyFileError) as info:
+        read_key(path, SIZE)
+    assert f"-samefile '{path}';" in str(info.value)
