@@ -35,6 +35,8 @@ def main() -> None:
     securekeys.destroy_key(key)
     print(f"destroyed {key!r}")
     print(f"  smaps:  {describe(page_report(key))}")
+    print("  (wiped: no view or borrow can reach it, so its slot stays writable, holding zeros,\n"
+          "   ready for the next key; a slot a stale view could reach would be ---p instead)")
 
 
 if __name__ == "__main__":
