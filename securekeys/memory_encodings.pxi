@@ -9,6 +9,9 @@ cdef enum:
     _HEX = 0
     _BASE64 = 1
     _BASE64URL = 2
+    # Stack bytes to zero after a codec, as after every crypto call: the
+    # codecs keep a few bytes of state in locals and registers.
+    _CODEC_STACK = 1024
 
 
 cdef int _text_kind(str encoding) except -1:
@@ -129,6 +132,7 @@ def _decode_text(SecureKey key, SecureBuffer text, size_t length, str encoding):
             return "bits", 0
         return "ok", 0
     finally:
+        wipe_stack_and_registers(_CODEC_STACK)   # the codec's locals held key bits
         text.release_read()
 
 
@@ -150,6 +154,7 @@ def _encode_text(SecureBuffer key, str encoding):
             sodium.sodium_bin2hex(dst, length + 1, src, n)
         else:
             sodium.sodium_bin2base64(dst, length + 1, src, n, _variant(kind, True))
+        wipe_stack_and_registers(_CODEC_STACK)
     finally:
         key.release_read()
     dst[length] = b"\n"
