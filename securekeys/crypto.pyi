@@ -34,9 +34,13 @@ STREAM_OVERHEAD_BYTES: Final[int]
 PWHASH_SALT_BYTES: Final[int]
 OPSLIMIT_MIN: Final[int]
 OPSLIMIT_INTERACTIVE: Final[int]
+OPSLIMIT_MODERATE: Final[int]
+OPSLIMIT_SENSITIVE: Final[int]
 OPSLIMIT_MAX: Final[int]
 MEMLIMIT_MIN: Final[int]
 MEMLIMIT_INTERACTIVE: Final[int]
+MEMLIMIT_MODERATE: Final[int]
+MEMLIMIT_SENSITIVE: Final[int]
 MEMLIMIT_MAX: Final[int]
 
 class SigningKeyPair(NamedTuple):
@@ -64,6 +68,9 @@ def aead_decrypt(
 def aead_decrypt_into(
     key: SecureBuffer, ciphertext: Buffer, nonce: Buffer, out: SecureBuffer, aad: Buffer | None = None
 ) -> int: ...
+def _aead_decrypt_key(
+    key: SecureBuffer, ciphertext: Buffer, nonce: Buffer, aad: Buffer | None, result: SecureKey
+) -> None: ...
 def encrypt(key: SecureBuffer, message: Buffer, aad: Buffer | None = b"") -> bytes: ...
 def decrypt(key: SecureBuffer, sealed: Buffer, aad: Buffer | None = b"") -> SecureBuffer: ...
 def decrypt_into(key: SecureBuffer, sealed: Buffer, out: SecureBuffer, aad: Buffer | None = b"") -> int: ...

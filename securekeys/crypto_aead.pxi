@@ -200,3 +200,35 @@ def aead_decrypt_into(key, ciphertext, nonce, out, aad=None):
         _release(&c)
         _release(&n)
         _release(&ad)
+
+
+def _aead_decrypt_key(key, ciphertext, nonce, aad, result):
+    """aead_decrypt straight into `result`, a new READWRITE SecureKey of
+    exactly ``len(ciphertext) - 16`` bytes, which is then sealed READONLY:
+    how files.read_key opens an encrypted key file.  The same checks and
+    errors as aead_decrypt; on any of them `result` is destroyed."""
+    if type(result) is not SecureKey:
+        raise TypeError(f"result must be a new SecureKey, not {type(result).__name__}")
+    cdef SecureBuffer k
+    cdef SecureBuffer r = result
+    cdef _In c = _NO_INPUT
+    cdef _In n = _NO_INPUT
+    cdef _In ad = _NO_INPUT
+    cdef _Args a
+    try:
+        k = _secure_arg(key, "key", sodium.crypto_aead_xchacha20poly1305_ietf_KEYBYTES)
+        _input_fixed(nonce, &n, "nonce", sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES, _READ_ONCE)
+        _input(ciphertext, &c, "ciphertext", _READ_TWICE)
+        _input_or_none(aad, &ad, "aad")
+        if _aead_plaintext_len(k, c.ptr, <size_t>c.len, ad.ptr, <size_t>ad.len, n.ptr) != r.nbytes():
+            raise ValueError(f"the ciphertext holds {c.len - <Py_ssize_t>AEAD_TAG_BYTES} bytes, "
+                             f"the key has {r.nbytes()}")
+        a = _aead_decrypt_args(c.ptr, <size_t>c.len, ad.ptr, <size_t>ad.len, n.ptr)
+        _run_into_new(&_AEAD_DECRYPT, &a, k, r)
+    except BaseException:
+        r.destroy()
+        raise
+    finally:
+        _release(&c)
+        _release(&n)
+        _release(&ad)

@@ -28,10 +28,21 @@ from securekeys._memory import (
     _read_key_strict,
     _text_lengths,
 )
-from securekeys.errors import KeyFileError
+from securekeys.crypto import MEMLIMIT_MODERATE, OPSLIMIT_MODERATE
+from securekeys.encrypted import (
+    OVERHEAD_BYTES,
+    PASSPHRASE,
+    check_secret,
+    decrypt_key,
+    encrypt_key,
+    is_encrypted,
+    parse_header,
+)
+from securekeys.errors import DecryptionError, KeyFileError
 from securekeys.trust import (
     Encoding,
     Trust,
+    WrongSizeError,
     check_key_file,
     check_options,
     octal_mode,
@@ -193,7 +204,8 @@ def _without_openat2(shown: str | bytes) -> OSError:
 
 
 def read_key(path: StrOrBytesPath, size: int, *, trust: Trust = "strict", encoding: Encoding = "raw",
-             beneath: StrOrBytesPath | None = None) -> SecureKey:
+             beneath: StrOrBytesPath | None = None, passphrase: SecureBuffer | None = None,
+             kek: SecureBuffer | None = None) -> SecureKey:
     """Read a `size`-byte key file straight into guarded memory; READONLY.
 
     The file must pass check_key_file(): a regular file with one hard link,
@@ -208,12 +220,76 @@ def read_key(path: StrOrBytesPath, size: int, *, trust: Trust = "strict", encodi
     nothing leads out.  Otherwise KeyFileError (an OSError) names the path
     and why; a missing file is FileNotFoundError; an unknown `trust` or
     `encoding` is ValueError.  Nothing is left behind on error.
+
+    With `passphrase` (a SecureBuffer, e.g. from crypto.read_password()) or
+    `kek` (a 32-byte SecureKey), the file is an encrypted key file
+    (securekeys.encrypted; `size` + 88 bytes, the same file checks) and the
+    key is decrypted straight into guarded memory.  A wrong passphrase or
+    KEK, or any changed byte, is DecryptionError; a malformed header is
+    KeyFileError naming what is wrong, before any Argon2 work.
     """
+    kind = check_secret(passphrase, kek)
+    if kind and encoding != "raw":
+        raise ValueError(f"encoding={encoding!r} is for plain key files: an encrypted key file is binary")
     key = SecureKey(size)   # checks `size` before anything touches the disk
+    if kind:
+        secret = passphrase if passphrase is not None else kek
+        assert secret is not None
+        _fill_key_from_encrypted_file(key, path, trust, beneath, kind, secret)
+        return key
     if trust == "strict" and encoding == "raw" and beneath is None and _read_key_strict(key, path):
         return key   # the plain case, in one C function; anything else: every check again
     fill_key_from_file(key, path, trust, encoding, beneath)
     return key
+
+
+def _open_checked(path: StrOrBytesPath, size: int, trust: Trust, encoding: Encoding,
+                  beneath: StrOrBytesPath | None, encrypted: bool) -> tuple[int, os.stat_result, str | bytes]:
+    """Open a key file and check it (check_key_file); the open fd, its
+    verified fstat and the path errors name.  On error nothing stays open."""
+    path = os.fspath(path)  # errors name the path as the os module does
+    if trust != "strict" or encoding != "raw":
+        check_options(trust, encoding)
+    if beneath is None:
+        fd, without_links = _open_key_file(path)
+    else:
+        fd, path = _open_beneath(beneath, path)
+        without_links = True   # the kernel kept every link inside `beneath`
+    try:
+        st = check_key_file(fd, path, size, trust, encoding, without_links, encrypted=encrypted)
+    except WrongSizeError:
+        try:
+            inside = _encrypted_key_size(fd)
+        finally:
+            os.close(fd)
+        if inside is None:
+            raise
+        # No local names the new exception: its traceback holds this frame.
+        raise KeyFileError(errno.EINVAL, f"an encrypted key file (SKEYENC) of a {inside}-byte key: " + (
+            "pass passphrase= or kek= to read it" if inside == size
+            else f"pass passphrase= or kek=, and size={inside} (not {size})"), path) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st, path
+
+
+def _encrypted_key_size(fd: int) -> int | None:
+    """For a plain read of a file of the wrong size: the size of the key
+    inside, if the file starts with an encrypted key file's magic.  The
+    first bytes are looked at in guarded memory: they may be a key."""
+    length = os.fstat(fd).st_size
+    if length <= OVERHEAD_BYTES:
+        return None
+    probe = SecureBuffer(len(b"SKEYENC"))
+    try:
+        if probe.readinto(fd) != probe.size or not is_encrypted(probe):
+            return None
+    except OSError:
+        return None
+    finally:
+        probe.destroy()
+    return length - OVERHEAD_BYTES
 
 
 # The options go by position on the way in: a call with keywords costs more,
@@ -226,15 +302,7 @@ def fill_key_from_file(key: SecureKey, path: StrOrBytesPath, trust: Trust = "str
     size = key.size
     fd = -1
     try:
-        path = os.fspath(path)  # errors name the path as the os module does
-        if trust != "strict" or encoding != "raw":
-            check_options(trust, encoding)
-        if beneath is None:
-            fd, without_links = _open_key_file(path)
-        else:
-            fd, path = _open_beneath(beneath, path)
-            without_links = True   # the kernel kept every link inside `beneath`
-        st = check_key_file(fd, path, size, trust, encoding, without_links)
+        fd, st, path = _open_checked(path, size, trust, encoding, beneath, False)
         if encoding != "raw":
             _read_text(key, fd, st, path, encoding)
             key.readonly()
@@ -255,6 +323,47 @@ def fill_key_from_file(key: SecureKey, path: StrOrBytesPath, trust: Trust = "str
     finally:
         if fd >= 0:
             os.close(fd)
+
+
+def _fill_key_from_encrypted_file(key: SecureKey, path: StrOrBytesPath, trust: Trust,
+                                  beneath: StrOrBytesPath | None, kind: int, secret: SecureBuffer) -> None:
+    """Fill a new (READWRITE) key from an encrypted key file, checked as
+    read_key checks a plain one, and seal it READONLY.  On any error,
+    destroy the key and raise."""
+    fd = -1
+    try:
+        fd, st, path = _open_checked(path, key.size, trust, "raw", beneath, True)
+        # In guarded memory until the magic says it is an encrypted file: a
+        # plain key of another size must not reach the heap.
+        contents = SecureBuffer(st.st_size)
+        try:
+            try:
+                got = contents.readinto(fd)
+                complete = got == st.st_size and _at_eof(fd)
+            except OSError as e:
+                raise OSError(e.errno, e.strerror, path) from None
+            if not complete:
+                raise KeyFileError(errno.EINVAL, "the file changed while it was read: try again", path)
+            if not is_encrypted(contents):
+                raise KeyFileError(errno.EINVAL, "not an encrypted key file: it does not start with SKEYENC1 "
+                                   "(a plain key file? read it without passphrase= or kek=)", path)
+            with contents.reading() as view:
+                data = bytes(view)   # header, ciphertext and tag: public from here on
+        finally:
+            contents.destroy()
+        header = parse_header(data, kind, path)
+    except BaseException:
+        key.destroy()
+        raise
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    try:
+        decrypt_key(data, header, secret, key)   # destroys the key on error
+    except DecryptionError:
+        what = "passphrase" if kind == PASSPHRASE else "key-encryption key"
+        raise DecryptionError(f"cannot decrypt the key file {os.fsdecode(path)!r}: a wrong {what}, "
+                              "or the file was changed (every byte is authenticated)") from None
 
 
 def _read_text(key: SecureKey, fd: int, st: os.stat_result, path: str | bytes, encoding: Encoding) -> None:
@@ -320,7 +429,9 @@ def read_credential(name: str | bytes, size: int, *, encoding: Encoding = "raw")
     return read_key(name, size, trust="systemd", encoding=encoding, beneath=directory)
 
 
-def write_key(path: StrOrBytesPath, key: SecureBuffer, *, encoding: Encoding = "raw") -> None:
+def write_key(path: StrOrBytesPath, key: SecureBuffer, *, encoding: Encoding = "raw",
+              passphrase: SecureBuffer | None = None, kek: SecureBuffer | None = None,
+              opslimit: int = OPSLIMIT_MODERATE, memlimit: int = MEMLIMIT_MODERATE) -> None:
     """Write `key` to a new file at `path` with mode 0400, atomically.
 
     Never replaces anything: an existing path (even a dangling symlink) raises
@@ -333,9 +444,25 @@ def write_key(path: StrOrBytesPath, key: SecureBuffer, *, encoding: Encoding = "
     for the write and returned to NOACCESS.  With `encoding` "hex", "base64"
     or "base64url" the file holds the key as that text (base64 with "="
     padding) and a newline, encoded in guarded memory, which is wiped after.
+
+    With `passphrase` (a SecureBuffer; str and bytes are TypeError) or `kek`
+    (a 32-byte SecureKey), not both, the file is an encrypted key file
+    (securekeys.encrypted): the key encrypted by XChaCha20-Poly1305 under the
+    KEK, or under Argon2id(passphrase) with `opslimit` and `memlimit`, which
+    must lie within OPSLIMIT_MIN..OPSLIMIT_SENSITIVE and
+    MEMLIMIT_MIN..MEMLIMIT_SENSITIVE (ValueError; with a KEK they are unused).
     """
     if not isinstance(key, SecureBuffer):
         raise TypeError(f"write_key() takes a SecureBuffer, not {type(key).__name__}")
+    kind = check_secret(passphrase, kek)
+    if kind:
+        if encoding != "raw":
+            raise ValueError(f"encoding={encoding!r} is for plain key files: an encrypted key file is binary")
+        secret = passphrase if passphrase is not None else kek
+        assert secret is not None
+        # Borrows the key: a destroyed one is fatal before any file exists.
+        _write_key(path, encrypt_key(key, kind, secret, opslimit, memlimit))
+        return
     if encoding == "raw":
         _write_key(path, key)
         return
@@ -347,7 +474,7 @@ def write_key(path: StrOrBytesPath, key: SecureBuffer, *, encoding: Encoding = "
         text.destroy()
 
 
-def _write_key(path: StrOrBytesPath, key: SecureBuffer) -> None:
+def _write_key(path: StrOrBytesPath, key: SecureBuffer | bytes) -> None:
     where = os.fspath(path)
     directory, name = os.path.split(os.fsencode(where))
     try:
@@ -369,7 +496,7 @@ def _write_key(path: StrOrBytesPath, key: SecureBuffer) -> None:
         raise OSError(e.errno, e.strerror, where) from None
 
 
-def _write_in(dir_fd: int, name: bytes, key: SecureBuffer) -> None:
+def _write_in(dir_fd: int, name: bytes, key: SecureBuffer | bytes) -> None:
     try:
         os.lstat(name, dir_fd=dir_fd)
     except FileNotFoundError:
@@ -380,7 +507,7 @@ def _write_in(dir_fd: int, name: bytes, key: SecureBuffer) -> None:
     try:
         # Borrowed before any file exists: borrowing a destroyed key is fatal
         # and must not leave an empty file behind.
-        with key.reading() as view:
+        with key.reading() if isinstance(key, SecureBuffer) else memoryview(key) as view:
             fd, temp = _new_file(dir_fd, name)
             os.fchmod(fd, _KEY_MODE)   # independent of the umask
             written = 0

@@ -28,6 +28,7 @@ import struct
 from typing import Literal
 
 from securekeys._memory import _text_lengths
+from securekeys.encrypted import OVERHEAD_BYTES
 from securekeys.errors import KeyFileError
 
 __all__ = ["ENCODINGS", "TRUST_POLICIES", "Encoding", "Trust", "check_key_file", "check_options",
@@ -68,7 +69,8 @@ def check_options(trust: str, encoding: str) -> None:
 
 
 def check_key_file(fd: int, path: StrOrBytesPath, size: int, trust: Trust = "strict",
-                   encoding: Encoding = "raw", opened_without_links: bool = False) -> os.stat_result:
+                   encoding: Encoding = "raw", opened_without_links: bool = False, *,
+                   encrypted: bool = False) -> os.stat_result:
     """The checks on an open key file; return its verified fstat.
 
     Refuses anything but a regular file with one hard link, owned and
@@ -79,7 +81,8 @@ def check_key_file(fd: int, path: StrOrBytesPath, size: int, trust: Trust = "str
     is decoded).  IsADirectoryError for a directory, KeyFileError for
     everything else.  `opened_without_links`: the kernel opened `fd` through
     no symbolic link it was not told to allow (openat2), so the directories
-    need no second look.
+    need no second look.  `encrypted`: an encrypted key file of a
+    `size`-byte key (see securekeys.encrypted), `size` + 88 bytes.
     """
     st = os.fstat(fd)
     if stat.S_ISDIR(st.st_mode):
@@ -105,10 +108,12 @@ def check_key_file(fd: int, path: StrOrBytesPath, size: int, trust: Trust = "str
             "or copy the key to a new file)",
             path,
         )
-    if encoding == "raw":
+    if encrypted:
+        _check_encrypted_size(st, path, size)
+    elif encoding == "raw":
         if st.st_size != size:
-            raise KeyFileError(errno.EINVAL, f"wrong size: expected {size} bytes, the file has {st.st_size}"
-                               f"{_text_hint(st.st_size, size)}", path)
+            raise WrongSizeError(errno.EINVAL, f"wrong size: expected {size} bytes, the file has {st.st_size}"
+                                 f"{_text_hint(st.st_size, size)}", path)
     else:
         _check_text_size(st, path, size, encoding)
     if not opened_without_links:
@@ -160,6 +165,17 @@ def _text_hint(length: int, size: int) -> str:
     return ""
 
 
+def _check_encrypted_size(st: os.stat_result, path: StrOrBytesPath, size: int) -> None:
+    if st.st_size == size + OVERHEAD_BYTES:
+        return
+    if st.st_size == size:
+        raise KeyFileError(errno.EINVAL, f"a plain {size}-byte key file, not an encrypted one (which would have "
+                           f"{size + OVERHEAD_BYTES} bytes): read it without passphrase= or kek=", path)
+    inside = f" (an encrypted key of {st.st_size - OVERHEAD_BYTES} bytes?)" if st.st_size > OVERHEAD_BYTES else ""
+    raise KeyFileError(errno.EINVAL, f"wrong size: an encrypted key file of a {size}-byte key has "
+                       f"{size + OVERHEAD_BYTES} bytes, the file has {st.st_size}{inside}", path)
+
+
 def _check_text_size(st: os.stat_result, path: StrOrBytesPath, size: int, encoding: str) -> None:
     """Bound a text key's length from fstat, before anything is read: a huge
     file is refused here.  The exact length is the decoder's to check."""
@@ -171,6 +187,12 @@ def _check_text_size(st: os.stat_result, path: StrOrBytesPath, size: int, encodi
             f"and an optional newline, the file has {st.st_size} bytes",
             path,
         )
+
+
+class WrongSizeError(KeyFileError):
+    """A plain key file that passed every other check but has the wrong
+    size: read_key looks at its first bytes for an encrypted key file's
+    magic, to say so (this module reads no byte of a file)."""
 
 
 # -- the policies ----------------------------------------------------------------

@@ -122,9 +122,13 @@ cdef extern from "sodium.h" nogil:
     unsigned long long crypto_pwhash_OPSLIMIT_MIN
     unsigned long long crypto_pwhash_OPSLIMIT_MAX
     unsigned long long crypto_pwhash_OPSLIMIT_INTERACTIVE
+    unsigned long long crypto_pwhash_OPSLIMIT_MODERATE
+    unsigned long long crypto_pwhash_OPSLIMIT_SENSITIVE
     size_t crypto_pwhash_MEMLIMIT_MIN
     size_t crypto_pwhash_MEMLIMIT_MAX
     size_t crypto_pwhash_MEMLIMIT_INTERACTIVE
+    size_t crypto_pwhash_MEMLIMIT_MODERATE
+    size_t crypto_pwhash_MEMLIMIT_SENSITIVE
     int crypto_pwhash(unsigned char *out, unsigned long long outlen,
                       const char *passwd, unsigned long long passwdlen,
                       const unsigned char *salt,
