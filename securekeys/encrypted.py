@@ -87,6 +87,7 @@ def check_secret(passphrase: object, kek: object) -> int:
         if not isinstance(passphrase, SecureBuffer):
             raise TypeError(f"passphrase must be a SecureBuffer (from securekeys.crypto.read_password()), "
                             f"not {type(passphrase).__name__}: a str or bytes passphrase stays in the heap")
+        _touch(passphrase)
         return PASSPHRASE
     if kek is not None:
         if not isinstance(kek, SecureBuffer):
@@ -94,8 +95,16 @@ def check_secret(passphrase: object, kek: object) -> int:
                             f"or create_key), not {type(kek).__name__}")
         if kek.size != AEAD_KEY_BYTES:
             raise ValueError(f"kek must be {AEAD_KEY_BYTES} bytes, not {kek.size}")
+        _touch(kek)
         return KEK
     return 0
+
+
+def _touch(secret: SecureBuffer) -> None:
+    # Borrowed and returned at once: a destroyed passphrase or KEK is fatal
+    # here, before any file is opened or written, as a destroyed key is.
+    with secret.reading():
+        pass
 
 
 def check_limits(opslimit: object, memlimit: object) -> None:

@@ -52,6 +52,19 @@ def delivered(directory: str) -> int:
     return text.size + ringed.size
 
 
+def encrypted(directory: str, passphrase: SecureBuffer) -> bool:
+    from securekeys.crypto import DecryptionError, MEMLIMIT_SENSITIVE, OPSLIMIT_SENSITIVE
+    key, kek = create_key(32), create_key(32)
+    write_key(os.path.join(directory, "k.enc"), key, kek=kek)
+    write_key(os.path.join(directory, "p.enc"), key, passphrase=passphrase,
+              opslimit=OPSLIMIT_SENSITIVE, memlimit=MEMLIMIT_SENSITIVE)
+    try:
+        loaded: SecureKey = read_key("p.enc", 32, passphrase=passphrase, beneath=directory)
+    except DecryptionError:
+        return False
+    return loaded == read_key(os.path.join(directory, "k.enc"), 32, kek=kek, trust="strict")
+
+
 def handles_errors(path: str) -> str:
     try:
         read_key(path, 32)
