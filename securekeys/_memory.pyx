@@ -23,7 +23,7 @@ from libc.errno cimport errno, EINTR, EAGAIN, ENOMEM, EPERM
 from libc.stdint cimport uintptr_t
 from libc.signal cimport SIG_DFL, SIG_IGN, SIGBUS, SIGPIPE, SIGSEGV, SIGTTOU, raise_, signal
 from libc.stdlib cimport abort, calloc, free
-from libc.string cimport memcpy, memset, strerror, strlen
+from libc.string cimport memcmp, memcpy, memset, strerror, strlen
 from posix.mman cimport (
     mmap, munmap, mprotect, mlock2, madvise, MAP_FAILED, MAP_PRIVATE, MAP_SHARED,
     MAP_ANONYMOUS, MAP_NORESERVE, PROT_NONE, PROT_READ, PROT_WRITE, MLOCK_ONFAULT,

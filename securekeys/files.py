@@ -259,15 +259,22 @@ def _open_checked(path: StrOrBytesPath, size: int, trust: Trust, encoding: Encod
         st = check_key_file(fd, path, size, trust, encoding, without_links, encrypted=encrypted)
     except WrongSizeError:
         try:
-            inside = _encrypted_key_size(fd)
+            length, inside = os.fstat(fd).st_size, _encrypted_key_size(fd)
         finally:
             os.close(fd)
-        if inside is None:
-            raise
         # No local names the new exception: its traceback holds this frame.
-        raise KeyFileError(errno.EINVAL, f"an encrypted key file (SKEYENC) of a {inside}-byte key: " + (
-            "pass passphrase= or kek= to read it" if inside == size
-            else f"pass passphrase= or kek=, and size={inside} (not {size})"), path) from None
+        if inside is not None and not encrypted:
+            raise KeyFileError(errno.EINVAL, "an encrypted key file (it starts with SKEYENC) of a "
+                               f"{inside}-byte key if it is whole: pass passphrase= or kek="
+                               + ("" if inside == size else f", and size={inside}"), path) from None
+        if inside is not None:
+            raise KeyFileError(errno.EINVAL, f"wrong size: an encrypted key file of a {size}-byte key has "
+                               f"{size + OVERHEAD_BYTES} bytes, this one {length}: the size of an encrypted "
+                               f"{inside}-byte key (pass size={inside} if that is what it holds)", path) from None
+        if encrypted and length == size:
+            raise KeyFileError(errno.EINVAL, f"a plain {size}-byte key file, not an encrypted one: "
+                               "read it without passphrase= or kek=", path) from None
+        raise
     except BaseException:
         os.close(fd)
         raise
@@ -275,21 +282,30 @@ def _open_checked(path: StrOrBytesPath, size: int, trust: Trust, encoding: Encod
 
 
 def _encrypted_key_size(fd: int) -> int | None:
-    """For a plain read of a file of the wrong size: the size of the key
-    inside, if the file starts with an encrypted key file's magic.  The
-    first bytes are looked at in guarded memory: they may be a key."""
+    """For a file of the wrong size: the size of the key inside, if the file
+    starts with an encrypted key file's magic.  The first bytes are looked
+    at in guarded memory: they may be a key."""
     length = os.fstat(fd).st_size
     if length <= OVERHEAD_BYTES:
         return None
     probe = SecureBuffer(len(b"SKEYENC"))
     try:
-        if probe.readinto(fd) != probe.size or not is_encrypted(probe):
+        if os.lseek(fd, 0, os.SEEK_CUR) != 0 or probe.readinto(fd) != probe.size or not is_encrypted(probe):
             return None
     except OSError:
         return None
     finally:
         probe.destroy()
     return length - OVERHEAD_BYTES
+
+
+def _refuse_encrypted(key: SecureKey, path: str | bytes) -> None:
+    """After a plain read: a key that is an encrypted key file is refused
+    (read_key's C path leaves such a file to this one).  Looked at in place."""
+    if key.size > OVERHEAD_BYTES and is_encrypted(key):
+        inside = key.size - OVERHEAD_BYTES
+        raise KeyFileError(errno.EINVAL, "an encrypted key file (it starts with SKEYENC) of a "
+                           f"{inside}-byte key if it is whole: pass passphrase= or kek=, and size={inside}", path)
 
 
 # The options go by position on the way in: a call with keywords costs more,
@@ -315,6 +331,7 @@ def fill_key_from_file(key: SecureKey, path: StrOrBytesPath, trust: Trust = "str
         if not complete:
             actual = got if got < size else "more"
             raise KeyFileError(errno.EINVAL, f"wrong size: expected {size} bytes, read {actual} (the file changed)", path)
+        _refuse_encrypted(key, path)
         key.readonly()
         return st
     except BaseException:
@@ -431,7 +448,7 @@ def read_credential(name: str | bytes, size: int, *, encoding: Encoding = "raw")
 
 def write_key(path: StrOrBytesPath, key: SecureBuffer, *, encoding: Encoding = "raw",
               passphrase: SecureBuffer | None = None, kek: SecureBuffer | None = None,
-              opslimit: int = OPSLIMIT_MODERATE, memlimit: int = MEMLIMIT_MODERATE) -> None:
+              opslimit: int | None = None, memlimit: int | None = None) -> None:
     """Write `key` to a new file at `path` with mode 0400, atomically.
 
     Never replaces anything: an existing path (even a dangling symlink) raises
@@ -448,20 +465,26 @@ def write_key(path: StrOrBytesPath, key: SecureBuffer, *, encoding: Encoding = "
     With `passphrase` (a SecureBuffer; str and bytes are TypeError) or `kek`
     (a 32-byte SecureKey), not both, the file is an encrypted key file
     (securekeys.encrypted): the key encrypted by XChaCha20-Poly1305 under the
-    KEK, or under Argon2id(passphrase) with `opslimit` and `memlimit`, which
-    must lie within OPSLIMIT_MIN..OPSLIMIT_SENSITIVE and
-    MEMLIMIT_MIN..MEMLIMIT_SENSITIVE (ValueError; with a KEK they are unused).
+    KEK, or under Argon2id(passphrase) with `opslimit` and `memlimit`
+    (None: OPSLIMIT_MODERATE, MEMLIMIT_MODERATE), which must lie within
+    OPSLIMIT_MIN..OPSLIMIT_SENSITIVE and MEMLIMIT_MIN..MEMLIMIT_SENSITIVE
+    (ValueError).  Limits without a passphrase are ValueError: they would
+    protect nothing.
     """
     if not isinstance(key, SecureBuffer):
         raise TypeError(f"write_key() takes a SecureBuffer, not {type(key).__name__}")
     kind = check_secret(passphrase, kek)
+    if (opslimit is not None or memlimit is not None) and kind != PASSPHRASE:
+        raise ValueError("opslimit= and memlimit= are Argon2id's limits for passphrase=: "
+                         "without a passphrase they protect nothing")
     if kind:
         if encoding != "raw":
             raise ValueError(f"encoding={encoding!r} is for plain key files: an encrypted key file is binary")
         secret = passphrase if passphrase is not None else kek
         assert secret is not None
         # Borrows the key: a destroyed one is fatal before any file exists.
-        _write_key(path, encrypt_key(key, kind, secret, opslimit, memlimit))
+        _write_key(path, encrypt_key(key, kind, secret, OPSLIMIT_MODERATE if opslimit is None else opslimit,
+                                     MEMLIMIT_MODERATE if memlimit is None else memlimit))
         return
     if encoding == "raw":
         _write_key(path, key)
@@ -514,11 +537,14 @@ def _write_in(dir_fd: int, name: bytes, key: SecureBuffer | bytes) -> None:
             while written < len(view):
                 written += os.write(fd, view[written:])
         os.fsync(fd)
+        # Set before the link: an exception raised by a signal handler as
+        # link(2) returns must still take the link back (_unlink_if_same
+        # leaves a name that is not this file alone).
+        linked = True
         if temp is None:   # the unnamed file gets its only name; never replaces (EEXIST)
             os.link(b"/proc/self/fd/%d" % fd, name, dst_dir_fd=dir_fd)
         else:
             os.link(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
-        linked = True
         if temp is not None:
             os.unlink(temp, dir_fd=dir_fd)
             temp = None

@@ -64,6 +64,12 @@ def _openat2(int dir_fd, path, int flags, unsigned long long resolve):
 cdef enum:
     _AT_FDCWD = -100
     _STRICT_READ_FLAGS = O_RDONLY | system.O_NOFOLLOW | O_NOCTTY | O_CLOEXEC | O_NONBLOCK
+    # An encrypted key file (securekeys/encrypted.py) starts with "SKEYENC"
+    # and holds at least a header, one byte and a tag: read as a plain key,
+    # it would be a wrong key without a word.  files.py names it.
+    _ENCRYPTED_MIN_BYTES = 72 + 1 + 16
+
+cdef const char *_ENCRYPTED_MAGIC_STEM = b"SKEYENC"
 
 
 def _read_key_strict(SecureBuffer key, path):
@@ -109,7 +115,8 @@ def _read_key_strict(SecureBuffer key, path):
                 if done == size:
                     got = read(fd, &probe, 1)
                     sodium.sodium_memzero(&probe, 1)
-                    filled = got == 0
+                    filled = got == 0 and not (size >= _ENCRYPTED_MIN_BYTES
+                                               and memcmp(data, _ENCRYPTED_MAGIC_STEM, 7) == 0)
             close(fd)
     if not filled:
         return False

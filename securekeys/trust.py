@@ -166,14 +166,9 @@ def _text_hint(length: int, size: int) -> str:
 
 
 def _check_encrypted_size(st: os.stat_result, path: StrOrBytesPath, size: int) -> None:
-    if st.st_size == size + OVERHEAD_BYTES:
-        return
-    if st.st_size == size:
-        raise KeyFileError(errno.EINVAL, f"a plain {size}-byte key file, not an encrypted one (which would have "
-                           f"{size + OVERHEAD_BYTES} bytes): read it without passphrase= or kek=", path)
-    inside = f" (an encrypted key of {st.st_size - OVERHEAD_BYTES} bytes?)" if st.st_size > OVERHEAD_BYTES else ""
-    raise KeyFileError(errno.EINVAL, f"wrong size: an encrypted key file of a {size}-byte key has "
-                       f"{size + OVERHEAD_BYTES} bytes, the file has {st.st_size}{inside}", path)
+    if st.st_size != size + OVERHEAD_BYTES:
+        raise WrongSizeError(errno.EINVAL, f"wrong size: an encrypted key file of a {size}-byte key has "
+                             f"{size + OVERHEAD_BYTES} bytes, the file has {st.st_size}", path)
 
 
 def _check_text_size(st: os.stat_result, path: StrOrBytesPath, size: int, encoding: str) -> None:
@@ -190,9 +185,9 @@ def _check_text_size(st: os.stat_result, path: StrOrBytesPath, size: int, encodi
 
 
 class WrongSizeError(KeyFileError):
-    """A plain key file that passed every other check but has the wrong
-    size: read_key looks at its first bytes for an encrypted key file's
-    magic, to say so (this module reads no byte of a file)."""
+    """A key file that passed every other check but has the wrong size:
+    read_key looks at its first bytes for an encrypted key file's magic, to
+    say which kind of file it is (this module reads no byte of a file)."""
 
 
 # -- the policies ----------------------------------------------------------------

@@ -257,21 +257,43 @@ def test_truncated_and_extended_files(private_dir: Path, kek: SecureBuffer, chan
     good = encode(b"s" * 32, 2, key_bytes(kek))
     data = {"truncated by 1": good[:-1], "truncated to the header": good[:72], "empty": b"",
             "extended by 1": good + b"\0", "extended by a block": good + bytes(4096)}[change]
-    with pytest.raises(KeyFileError, match="wrong size: an encrypted key file of a 32-byte key has 120 bytes"):
+    with pytest.raises(KeyFileError, match=f"wrong size: an encrypted key file of a 32-byte key has 120 bytes, "
+                                           f"(the file has|this one) {len(data)}"):
         read_key(make_file(private_dir / "k.enc", data), 32, kek=kek)
 
 
 def test_plain_read_of_an_encrypted_file_says_what_to_pass(private_dir: Path, kek: SecureBuffer) -> None:
     path = private_dir / "k.enc"
     write_key(path, create_key(32), kek=kek)
-    with pytest.raises(KeyFileError, match="an encrypted key file .* of a 32-byte key: pass passphrase= or kek= to"):
+    with pytest.raises(KeyFileError, match="an encrypted key file .* of a 32-byte key if it is whole: "
+                                           "pass passphrase= or kek=: "):
         read_key(path, 32)
-    with pytest.raises(KeyFileError, match=r"of a 32-byte key: pass passphrase= or kek=, and size=32 \(not 16\)"):
+    with pytest.raises(KeyFileError, match="of a 32-byte key if it is whole: pass passphrase= or kek=, and size=32"):
         read_key(path, 16)
-    ring_key = pytest.raises(KeyFileError, match="encrypted key file")
     from securekeys import KeyRing
-    with ring_key:
+    with pytest.raises(KeyFileError, match="encrypted key file"):
         KeyRing(32).read_key(path)
+
+
+@pytest.mark.parametrize("trust", ["strict", "root-managed"])
+def test_plain_read_at_the_encrypted_size_is_refused(private_dir: Path, kek: SecureBuffer, trust: str) -> None:
+    # 120 bytes read as a plain 120-byte key would be the header and the
+    # ciphertext taken for a key, without a word: the magic is looked at in
+    # place (read_key's C path and the full path), whatever the size.
+    path = private_dir / "k.enc"
+    write_key(path, create_key(32), kek=kek)
+    from securekeys import KeyRing
+    gc.collect()
+    live = live_buffers()
+    for read in (lambda: read_key(path, 120, trust=trust),   # type: ignore[arg-type]
+                 lambda: KeyRing(120).read_key(path, trust=trust)):   # type: ignore[arg-type]
+        with pytest.raises(KeyFileError, match="encrypted key file .* of a 32-byte key .* and size=32"):
+            read()
+    gc.collect()
+    assert live_buffers() == live
+    # A plain key of that size that merely looks alike past the magic is read.
+    other = make_file(private_dir / "other", b"SKEYENX" + os.urandom(113))
+    assert key_bytes(read_key(other, 120))[:7] == b"SKEYENX"
 
 
 def test_encrypted_read_of_a_plain_file_says_so(private_dir: Path, kek: SecureBuffer) -> None:
@@ -283,6 +305,21 @@ def test_encrypted_read_of_a_plain_file_says_so(private_dir: Path, kek: SecureBu
     make_file(private_dir / "plain120", os.urandom(120))
     with pytest.raises(KeyFileError, match="not an encrypted key file: it does not start with SKEYENC1"):
         read_key(private_dir / "plain120", 32, kek=kek)
+    # Another size: a wrong size, with no guess at an encrypted key inside.
+    make_file(private_dir / "plain200", os.urandom(200))
+    with pytest.raises(KeyFileError, match=r"wrong size: .* has 120 bytes, the file has 200: '") as info:
+        read_key(private_dir / "plain200", 32, kek=kek)
+    assert "112" not in str(info.value)
+
+
+def test_encrypted_read_with_the_wrong_size_names_the_size_inside(private_dir: Path, kek: SecureBuffer) -> None:
+    path = private_dir / "k.enc"
+    write_key(path, create_key(32), kek=kek)
+    for size in (120, 16):
+        with pytest.raises(KeyFileError, match=f"has {size + 88} bytes, this one 120: the size of an encrypted "
+                                               r"32-byte key \(pass size=32") as info:
+            read_key(path, size, kek=kek)
+        assert "plain" not in str(info.value)
 
 
 def test_bad_arguments(private_dir: Path, passphrase: SecureBuffer, kek: SecureBuffer) -> None:
@@ -299,6 +336,8 @@ def test_bad_arguments(private_dir: Path, passphrase: SecureBuffer, kek: SecureB
         (dict(passphrase=passphrase, opslimit=crypto.OPSLIMIT_SENSITIVE + 1), ValueError, "OPSLIMIT_SENSITIVE"),
         (dict(passphrase=passphrase, memlimit=crypto.MEMLIMIT_SENSITIVE + 1), ValueError, "MEMLIMIT_SENSITIVE"),
         (dict(passphrase=passphrase, memlimit=1.5), TypeError, "memlimit must be an int"),
+        (dict(opslimit=crypto.OPSLIMIT_SENSITIVE), ValueError, "without a passphrase they protect nothing"),
+        (dict(kek=kek, memlimit=crypto.MEMLIMIT_SENSITIVE), ValueError, "protect nothing"),
     ]
     gc.collect()
     live = live_buffers()
@@ -394,3 +433,46 @@ report(secrets, snaps)
     result = run_python(code)
     assert result.returncode == 0, result.stderr.decode()
     assert b"LEAKED []" in result.stdout, result.stdout
+
+
+# A real signal's handler runs where CPython runs it when the signal arrives
+# during a system call: as the call returns.  The profile hook's c_return
+# event is that point: it sends SIGUSR1, whose handler raises there.
+INTERRUPT_AT_RETURN = '''
+import os, signal, sys
+from securekeys import create_key, write_key
+from securekeys import crypto
+
+TARGET = "link"
+def interrupted(signum, frame):
+    raise KeyboardInterrupt("SIGUSR1 as " + TARGET + " returned")
+signal.signal(signal.SIGUSR1, interrupted)
+armed = [1]
+
+def profile(frame, event, arg):
+    if event == "c_return" and armed and getattr(arg, "__name__", "") == TARGET:
+        armed.clear()
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+sys.setprofile(profile)
+try:
+    CALL
+    outcome = "RETURNED"
+except KeyboardInterrupt:
+    outcome = "RAISED"
+sys.setprofile(None)
+print(outcome, sorted(os.listdir(DIR)))
+'''
+
+
+@pytest.mark.parametrize("given", ["", ", kek=create_key(32)",
+                                   ", passphrase=create_key(12), opslimit=crypto.OPSLIMIT_MIN, "
+                                   "memlimit=crypto.MEMLIMIT_MIN"])
+def test_write_key_interrupted_as_link_returns_leaves_nothing(private_dir: Path, given: str) -> None:
+    # The key was linked into place, then the handler raised: write_key
+    # raises, so the link must be taken back.
+    code = (INTERRUPT_AT_RETURN.replace("DIR", repr(str(private_dir)))
+            .replace("CALL", f"write_key({str(private_dir / 'k')!r}, create_key(32){given})"))
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode().split("\n")[0] == "RAISED []", result.stdout
