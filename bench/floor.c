@@ -18,7 +18,7 @@
  *   - a new buffer is zero-filled and gets a 16-byte canary before its data,
  *     checked and wiped with the data;
  *   - after each libsodium call on secrets the runner zeroes STACK_WIPE
- *     bytes of stack (the register clearing, a dozen instructions, is left
+ *     bytes of stack (the register clearing, a few instructions, is left
  *     out);
  *   - a KeyRing page is NOACCESS while it holds no key in use, so a ring
  *     key's life is four mprotect calls; a 1 MiB secret's huge-page slot goes
@@ -45,6 +45,7 @@
 #define STREAM_BYTES (64u << 20)
 #define STREAM_CHUNK (64u << 10)
 #define LIVE_KEYS 10000
+#define RING_RUN_PAGES 64        /* _RING_RUN_PAGES in securekeys/memory_layout.pxi */
 
 /* openat2(2)'s struct open_how and the flags read_key opens a key file with. */
 struct open_how_ { uint64_t flags, mode, resolve; };
@@ -93,6 +94,25 @@ static void protect(const struct slot *s, int prot) {
     if (mprotect(s->start, s->length, prot) != 0) die("mprotect");
 }
 
+/* A KeyRing's first key: the first page of a run of RING_RUN_PAGES
+ * NOACCESS pages between two guard pages, one mapping, so that making that
+ * page accessible splits the mapping and making it NOACCESS again merges it,
+ * as in a ring. */
+static struct slot ring_page_new(void) {
+    struct slot s;
+    size_t length = (RING_RUN_PAGES + 2) * PAGE;
+    unsigned char *base = mmap(NULL, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED) die("mmap");
+    if (madvise(base, length, MADV_DONTDUMP) != 0) die("madvise");
+    if (mlock2(base, length, MLOCK_ONFAULT) != 0) die("mlock2");
+    s.start = base + PAGE;
+    s.length = PAGE;
+    s.size = 32;
+    s.data = s.start + PAGE - s.size;
+    s.canary = s.data - CANARY;
+    return s;
+}
+
 /* Taking a free writable slot: zero-filled, a fresh canary. */
 static void slot_take(const struct slot *s) {
     memset(s->canary, 0, CANARY + s->size);
@@ -113,8 +133,14 @@ static void seal_then_wipe(const struct slot *s) {
     slot_wipe(s);
 }
 
-/* A libsodium call on secrets is followed by the runner's stack wipe. */
-static void wipe_stack(void) { sodium_stackzero(STACK_WIPE); }
+/* A libsodium call on secrets is followed by the runner's stack wipe:
+ * STACK_WIPE bytes below the caller, zeroed 2 KiB at a time
+ * (securekeys_stackzero in securekeys/_wipe.pxd). */
+static __attribute__((noinline)) void wipe_stack(void) {
+    unsigned char fodder[STACK_WIPE];
+    for (size_t done = 0; done < STACK_WIPE; done += 2048)
+        sodium_memzero(fodder + done, 2048);
+}
 
 /* -- the state every floor works on (set up in main, not timed) ------------ */
 
@@ -149,7 +175,8 @@ static void floor_create_key(void) {
     seal_then_wipe(&small);
 }
 
-/* A KeyRing key: its page is NOACCESS before and after. */
+/* A KeyRing key: its page is NOACCESS before and after (four mprotect
+ * calls, each splitting or merging the run's mapping). */
 static void floor_ring_create_key(void) {
     protect(&ring_page, PROT_READ | PROT_WRITE);
     memcpy(ring_page.canary, canary_bytes, CANARY);
@@ -357,8 +384,7 @@ static void setup(const char *dir) {
     if (crypto_aead_xchacha20poly1305_ietf_encrypt(box, NULL, message, MESSAGE, NULL, 0, NULL, nonce,
                                                    key_slot.data) != 0
         || crypto_box_seal(sealed, message, MESSAGE, box_pk) != 0) die("setup");
-    ring_page = slot_new(32, 0);
-    protect(&ring_page, PROT_NONE);
+    ring_page = ring_page_new();
     big = slot_new(1u << 20, 1);
     protect(&big, PROT_NONE);
     stream_state = slot_new(sizeof(crypto_secretstream_xchacha20poly1305_state), 0);
