@@ -15,6 +15,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import timeit
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,8 +69,7 @@ def c_floors(tmp: Path) -> dict[str, float]:
     name.  Where it cannot be built (no C compiler, no libsodium headers) or
     fails, a note on stderr, and the floors it printed (perhaps none): the
     table shows "-" for the others."""
-    work = tmp / "floor"
-    work.mkdir()
+    work = Path(tempfile.mkdtemp(prefix="floor", dir=tmp))
     write_file(work / "k32", 32)
     write_file(work / "k1m", 1 << 20)
     binary = work / "floor"
