@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from common import Row, compare, table
+from common import Row, c_floors, compare, table
 
 MESSAGE_SIZE = 64
 
@@ -66,30 +66,33 @@ def rows() -> list[Row]:
     table_rows = [
         compare(f"{op}, READONLY key", lambda: aead_encrypt(key, message, nonce),
                 "pysodium, bytes key", lambda: ps_encrypt(message, None, nonce, key_bytes),
-                "<= 0.25x (4x faster)"),
+                "<= 0.25x (4x faster)", floor="aead_encrypt"),
         compare(f"{op}, READONLY key", lambda: aead_encrypt(key, message, nonce),
                 "PyNaCl, bytes key", lambda: nacl_encrypt(message, None, nonce, key_bytes),
-                "<= 0.125x (8x faster)"),
+                "<= 0.125x (8x faster)", floor="aead_encrypt"),
         compare(f"{op}, NOACCESS key (borrowed per call)", lambda: aead_encrypt(noaccess_key, message, nonce),
-                "pysodium, bytes key", lambda: ps_encrypt(message, None, nonce, key_bytes), "-"),
+                "pysodium, bytes key", lambda: ps_encrypt(message, None, nonce, key_bytes), "-",
+                floor="aead_encrypt_noaccess"),
         compare(f"{op}, NOACCESS key (borrowed per call)", lambda: aead_encrypt(noaccess_key, message, nonce),
-                "PyNaCl, bytes key", lambda: nacl_encrypt(message, None, nonce, key_bytes), "-"),
+                "PyNaCl, bytes key", lambda: nacl_encrypt(message, None, nonce, key_bytes), "-",
+                floor="aead_encrypt_noaccess"),
         compare(f"mac {MESSAGE_SIZE} B, READONLY key", lambda: mac(key, message),
-                "pysodium, bytes key", lambda: ps_mac(message, key_bytes), "-"),
+                "pysodium, bytes key", lambda: ps_mac(message, key_bytes), "-", floor="mac"),
         compare(f"mac {MESSAGE_SIZE} B, READONLY key", lambda: mac(key, message),
-                "hmac.digest(sha512)[:32], bytes key", lambda: hmac_mac(message, key_bytes), "-"),
+                "hmac.digest(sha512)[:32], bytes key", lambda: hmac_mac(message, key_bytes), "-", floor="mac"),
     ]
     if noaccess_key.state.name != "NOACCESS":
         raise AssertionError("the NOACCESS key did not stay NOACCESS")
     return table_rows + decrypt_rows(key, key_bytes) + complete_rows(key, key_bytes) + stream_rows(key, key_bytes)
 
 
-def peers(ours: str, ours_fn: Callable[[], object], nacl_fn: Callable[[], object],
+def peers(ours: str, floor: str, ours_fn: Callable[[], object], nacl_fn: Callable[[], object],
           sodium_fn: Callable[[], object], nacl_goal: str = "-", sodium_goal: str = "-",
           **timing: int) -> list[Row]:
-    """One operation of ours against PyNaCl and against pysodium."""
-    return [compare(ours, ours_fn, "PyNaCl, bytes key", nacl_fn, nacl_goal, **timing),
-            compare(ours, ours_fn, "pysodium, bytes key", sodium_fn, sodium_goal, **timing)]
+    """One operation of ours (`floor`: its name in bench/floor.c) against
+    PyNaCl and against pysodium."""
+    return [compare(ours, ours_fn, "PyNaCl, bytes key", nacl_fn, nacl_goal, floor=floor, **timing),
+            compare(ours, ours_fn, "pysodium, bytes key", sodium_fn, sodium_goal, floor=floor, **timing)]
 
 
 def decrypt_rows(key: SecureKey, key_bytes: bytes) -> list[Row]:
@@ -110,10 +113,11 @@ def decrypt_rows(key: SecureKey, key_bytes: bytes) -> list[Row]:
         raise AssertionError("aead_decrypt and aead_decrypt_into disagree")
     if nacl_decrypt(box, None, nonce, key_bytes) != message or ps_decrypt(box, None, nonce, key_bytes) != message:
         raise AssertionError("the peers do not decrypt")
-    return (peers(f"aead_decrypt {MESSAGE_SIZE} B (new guarded plaintext)", lambda: aead_decrypt(key, box, nonce),
+    return (peers(f"aead_decrypt {MESSAGE_SIZE} B (new guarded plaintext)", "aead_decrypt",
+                  lambda: aead_decrypt(key, box, nonce),
                   lambda: nacl_decrypt(box, None, nonce, key_bytes), lambda: ps_decrypt(box, None, nonce, key_bytes),
                   "<= 0.67x (1.5x faster)")
-            + peers(f"aead_decrypt_into {MESSAGE_SIZE} B (reused output)",
+            + peers(f"aead_decrypt_into {MESSAGE_SIZE} B (reused output)", "aead_decrypt_into",
                     lambda: aead_decrypt_into(key, box, nonce, out),
                     lambda: nacl_decrypt(box, None, nonce, key_bytes), lambda: ps_decrypt(box, None, nonce, key_bytes),
                     "<= 0.25x (4x faster)"))
@@ -147,14 +151,17 @@ def complete_rows(key: SecureKey, key_bytes: bytes) -> list[Row]:
     if nacl_open.decrypt(box) != message or box_seal_open(pair, nacl_seal.encrypt(message)).size != MESSAGE_SIZE:
         raise AssertionError("sealed boxes disagree with PyNaCl")
     op = f"{MESSAGE_SIZE} B"
-    return (peers(f"encrypt {op} (random nonce)", lambda: encrypt(key, message), lambda: aead.encrypt(message),
-                  ps_encrypt, "<= 0.25x (4x faster)")
-            + peers(f"decrypt {op} (new guarded plaintext)", lambda: decrypt(key, sealed), lambda: aead.decrypt(sealed),
+    return (peers(f"encrypt {op} (random nonce)", "encrypt", lambda: encrypt(key, message),
+                  lambda: aead.encrypt(message), ps_encrypt, "<= 0.25x (4x faster)")
+            + peers(f"decrypt {op} (new guarded plaintext)", "aead_decrypt", lambda: decrypt(key, sealed),
+                    lambda: aead.decrypt(sealed),
                     lambda: pysodium.crypto_aead_xchacha20poly1305_ietf_decrypt(sealed[24:], None, sealed[:24],
                                                                                 key_bytes))
-            + peers(f"box_seal {op}", lambda: box_seal(pair.public, message), lambda: nacl_seal.encrypt(message),
-                    lambda: pysodium.crypto_box_seal(message, pair.public), number=300, rounds=9)
-            + peers(f"box_seal_open {op}", lambda: box_seal_open(pair, box), lambda: nacl_open.decrypt(box),
+            + peers(f"box_seal {op}", "box_seal", lambda: box_seal(pair.public, message),
+                    lambda: nacl_seal.encrypt(message), lambda: pysodium.crypto_box_seal(message, pair.public),
+                    number=300, rounds=9)
+            + peers(f"box_seal_open {op}", "box_seal_open", lambda: box_seal_open(pair, box),
+                    lambda: nacl_open.decrypt(box),
                     lambda: pysodium.crypto_box_seal_open(box, pair.public, secret_bytes), number=300, rounds=9))
 
 
@@ -213,10 +220,16 @@ def stream_rows(key: SecureKey, key_bytes: bytes) -> list[Row]:
     ours_pull()
     ps_pull()
     op = "stream 64 MiB in 64 KiB chunks"
-    return (peers(f"{op}: push", ours_push, nacl_push, ps_push, sodium_goal="<= 1.1x", number=1, rounds=5)
-            + peers(f"{op}: pull_into (reused output)", ours_pull, nacl_pull, ps_pull, sodium_goal="<= 1.1x",
-                    number=1, rounds=5))
+    return (peers(f"{op}: push", "stream_push", ours_push, nacl_push, ps_push, sodium_goal="<= 1.1x",
+                  number=1, rounds=5)
+            + peers(f"{op}: pull_into (reused output)", "stream_pull_into", ours_pull, nacl_pull, ps_pull,
+                    sodium_goal="<= 1.1x", number=1, rounds=5))
 
 
 if __name__ == "__main__":
-    print(table(rows()))
+    import tempfile
+    from pathlib import Path
+
+    crypto_rows = rows()
+    with tempfile.TemporaryDirectory() as tmp:
+        print(table(crypto_rows, c_floors(Path(tmp))))

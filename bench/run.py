@@ -2,7 +2,8 @@
 
 Each comparison times ours and its baseline interleaved (round after round,
 alternating), takes the median per-call time of each, and reports the ratio
-ours / baseline.  Nothing here is asserted: goals are for the report.
+ours / baseline, with the operation's C floor (bench/floor.c) beside it.
+Nothing here is asserted: goals are for the report.
 
     python bench/run.py    # writes bench/report.md and report.png, and the README's table
 """
@@ -21,15 +22,7 @@ from securekeys._memory import _sodium_malloc_cycle
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import Row, compare, per_call_us, table  # noqa: E402
-
-
-def write_file(path: Path, size: int) -> Path:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    os.write(fd, os.urandom(size))
-    os.close(fd)
-    os.chmod(path, 0o400)
-    return path
+from common import Row, c_floors, compare, per_call_us, table, write_file  # noqa: E402
 
 
 def plain_read(path: Path) -> bytes:
@@ -46,21 +39,22 @@ def key_rows(tmp: Path) -> list[Row]:
     ring = KeyRing(32)
     return [
         compare("create_key(32) + destroy()", lambda: create_key(32).destroy(),
-                "os.urandom(32)", lambda: os.urandom(32), "<= 6x"),
+                "os.urandom(32)", lambda: os.urandom(32), "<= 6x", floor="create_key"),
         compare("create_key(32) + destroy()", lambda: create_key(32).destroy(),
-                "pysodium.randombytes(32)", lambda: pysodium.randombytes(32), "-"),
+                "pysodium.randombytes(32)", lambda: pysodium.randombytes(32), "-", floor="create_key"),
         compare("create_key(32) + destroy()", lambda: create_key(32).destroy(),
-                "PyNaCl nacl.utils.random(32)", lambda: nacl.utils.random(32), "-"),
+                "PyNaCl nacl.utils.random(32)", lambda: nacl.utils.random(32), "-", floor="create_key"),
         compare("KeyRing.create_key() + destroy()", lambda: ring.create_key().destroy(),
-                "os.urandom(32)", lambda: os.urandom(32), "-"),
+                "os.urandom(32)", lambda: os.urandom(32), "-", floor="ring_create_key"),
         compare("SecureBuffer(32) + destroy() (pool)", lambda: SecureBuffer(32).destroy(),
-                "raw sodium_malloc + sodium_free", lambda: _sodium_malloc_cycle(32), "< 1x"),
+                "raw sodium_malloc + sodium_free", lambda: _sodium_malloc_cycle(32), "< 1x", floor="pool"),
         compare("read_key(p, 32) + destroy()", lambda: read_key(small, 32).destroy(),
-                "open(p, 'rb').read()", lambda: plain_read(small), "<= 0.9x"),
+                "open(p, 'rb').read()", lambda: plain_read(small), "<= 0.9x", floor="read_key"),
         compare("KeyRing.read_key(p) + destroy()", lambda: ring.read_key(small).destroy(),
-                "open(p, 'rb').read()", lambda: plain_read(small), "-"),
+                "open(p, 'rb').read()", lambda: plain_read(small), "-", floor="ring_read_key"),
         compare("read_key(p, 1 MiB) + destroy()", lambda: read_key(big, 1 << 20).destroy(),
-                "open(p, 'rb').read()", lambda: plain_read(big), "<= 1.5x", number=50, rounds=9),
+                "open(p, 'rb').read()", lambda: plain_read(big), "<= 1.5x", floor="read_key_1m",
+                number=50, rounds=9),
         live_keys_row(small, 10_000),
     ]
 
@@ -80,24 +74,7 @@ def live_keys_row(path: Path, live: int, rounds: int = 9) -> Row:
         without.append(read_cost_with_live_keys(path, 0))
         with_live.append(read_cost_with_live_keys(path, live))
     return Row(f"read_key(p, 32) + destroy(), {live:,} live keys", statistics.median(with_live),
-               "the same, no live keys", statistics.median(without), "<= 1.2x")
-
-
-def floor_rows(tmp: Path) -> list[Row]:
-    """The same system calls as read_key + destroy, in C: the floor under us."""
-    import re
-    import subprocess
-
-    binary = tmp / "floor"
-    compiled = subprocess.run(["cc", "-O2", str(HERE / "floor.c"), "-o", str(binary)],
-                              capture_output=True, text=True)
-    if compiled.returncode != 0:
-        return []
-    out = subprocess.run([str(binary), str(tmp / "k32")], capture_output=True, text=True,
-                         check=True).stdout
-    ours, plain = (float(x) for x in re.findall(r"([0-9.]+) us", out)[:2])
-    return [Row("C: read_key's system calls (openat2/fstat/read/read/close + 2 mprotect)", ours,
-                "C: open/fstat/read/read/close", plain, "(the floor)")]
+               "the same, no live keys", statistics.median(without), "<= 1.2x", floor="read_key_live")
 
 
 def crypto_rows() -> list[Row]:
@@ -144,17 +121,23 @@ def plot(tmp: Path, out: Path) -> None:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
+        floors = c_floors(Path(tmp))
         rows = key_rows(Path(tmp))
-        rows += floor_rows(Path(tmp))
         rows += crypto_rows()
         plot(Path(tmp), HERE / "report.png")
-    text = table(rows)
+        # The floors again, minutes later: each is the lower of the two, as a
+        # floor timed while something else loaded the machine is no floor.
+        again = c_floors(Path(tmp))
+        floors = {name: min(us, again.get(name, us)) for name, us in floors.items()}
+    text = table(rows, floors)
     print(text)
     (HERE / "report.md").write_text(
         "# securekeys benchmarks\n\n"
         f"libsodium {securekeys.libsodium_version()}, Python {sys.version.split()[0]}, "
         f"{os.cpu_count()} CPUs. Medians of interleaved rounds; ratio = ours / baseline "
-        "(below 1 means faster than the baseline).\n\n" + text + "\n\n"
+        "(below 1 means faster than the baseline). C floor: the same libsodium and system "
+        "calls in C, no Python (bench/floor.c; the lower of a run before the rows and one "
+        "after).\n\n" + text + "\n\n"
         "![cost vs key size and live-key count](report.png)\n")
     update_readme(text)
 

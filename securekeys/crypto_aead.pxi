@@ -38,6 +38,22 @@ cdef _Op _AEAD_DECRYPT_INTO = _Op(call=_aead_check_then_decrypt_call,
                                   failure=SODIUM_FORGED, heavy=False, stack=_STACK_SMALL)
 
 
+cdef inline int _aead_encrypt(SecureBuffer key, unsigned char *out,
+                              const unsigned char *m, size_t mlen,
+                              const unsigned char *ad, size_t adlen,
+                              const unsigned char *nonce) except -1:
+    # The call, once its arguments are checked.
+    cdef _Args a = _NO_ARGS
+    a.m = m
+    a.mlen = mlen
+    a.ad = ad
+    a.adlen = adlen
+    a.nonce = nonce
+    a.out = out
+    a.outlen = mlen + sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES
+    return _run(&_AEAD_ENCRYPT, &a, key)
+
+
 cdef int aead_encrypt_into(SecureBuffer key, unsigned char *out,
                            const unsigned char *m, size_t mlen,
                            const unsigned char *ad, size_t adlen,
@@ -49,15 +65,7 @@ cdef int aead_encrypt_into(SecureBuffer key, unsigned char *out,
     _need(ad, adlen, "ad")
     if mlen > sodium.crypto_aead_xchacha20poly1305_ietf_MESSAGEBYTES_MAX:
         raise ValueError("plaintext is too long")
-    cdef _Args a = _NO_ARGS
-    a.m = m
-    a.mlen = mlen
-    a.ad = ad
-    a.adlen = adlen
-    a.nonce = nonce
-    a.out = out
-    a.outlen = mlen + sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES
-    return _run(&_AEAD_ENCRYPT, &a, key)
+    return _aead_encrypt(key, out, m, mlen, ad, adlen, nonce)
 
 
 cdef size_t _aead_plaintext_len(SecureBuffer key, const unsigned char *c, size_t clen,
@@ -131,11 +139,12 @@ def aead_encrypt(key, plaintext, nonce, aad=None):
         _input_fixed(nonce, &n, "nonce", sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES, _READ_ONCE)
         _input(plaintext, &m, "plaintext", _READ_ONCE)
         _input_or_none(aad, &ad, "aad")
-        if m.len > PY_SSIZE_T_MAX - <Py_ssize_t>sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES:
+        if (m.len > PY_SSIZE_T_MAX - <Py_ssize_t>sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES
+                or <size_t>m.len > sodium.crypto_aead_xchacha20poly1305_ietf_MESSAGEBYTES_MAX):
             raise ValueError("plaintext is too long")
         result = PyBytes_FromStringAndSize(NULL, m.len + sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES)
-        aead_encrypt_into(k, <unsigned char *>PyBytes_AS_STRING(result), m.ptr, <size_t>m.len,
-                          ad.ptr, <size_t>ad.len, n.ptr)
+        _aead_encrypt(k, <unsigned char *>PyBytes_AS_STRING(result), m.ptr, <size_t>m.len,
+                      ad.ptr, <size_t>ad.len, n.ptr)
     finally:
         _release(&m)
         _release(&n)

@@ -131,8 +131,15 @@ cdef inline int _input_or_none(object obj, _In *inp, str name) except -1:
     return 0
 
 
-cdef int _release(_In *inp) except -1:
-    # Safe to call twice and on an _In that _input() never filled.
+cdef inline int _release(_In *inp) except -1:
+    # Safe to call twice and on an _In that _input() never filled.  A
+    # `bytes` input (the common case) holds nothing: no call.
+    if inp.has_view or inp.copy != NULL or inp.borrowed != NULL or inp.owned != NULL:
+        return _release_held(inp)
+    return 0
+
+
+cdef int _release_held(_In *inp) except -1:
     cdef void *borrowed = inp.borrowed
     cdef void *owned = inp.owned
     if inp.has_view:
