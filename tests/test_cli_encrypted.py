@@ -193,6 +193,8 @@ def test_create_and_check_under_a_kek(private_dir: Path) -> None:
     assert checked.stdout.splitlines()[-2:] == [
         "  an encrypted 64-byte key (SKEYENC1, 152 bytes) under the key-encryption key in kek",
         "  decrypted and authenticated into guarded memory (locked)"]
+    beneath = cli("check", "k", "--beneath", str(private_dir), "--kek", "kek", "--size", "64", cwd=private_dir)
+    assert beneath.returncode == 0 and beneath.stdout.splitlines()[0] == f"{private_dir}/k: OK", beneath
     assert cli("create", "other", cwd=private_dir).returncode == 0
     wrong = cli("check", "k", "--kek", "other", "--size", "64", cwd=private_dir)
     assert (wrong.returncode, wrong.stdout) == (1, "")
