@@ -5,7 +5,7 @@ create PATH [--size N] [--encoding E | --passphrase [--sensitive] | --kek KEKFIL
                                           plain or encrypted (securekeys.encrypted)
 check PATH [--size N] [--trust T] [--beneath DIR] [--encoding E | --passphrase | --kek KEKFILE]
                                           run every read_key check on a key file (and decrypt it)
-rewrap OLD NEW (--passphrase | --kek F) (--new-passphrase [--sensitive] | --new-kek F)
+rewrap OLD NEW (--passphrase | --kek KEKFILE) (--new-passphrase [--sensitive] | --new-kek KEKFILE)
                                           write OLD's key to a new file under another secret
 info                                      what protection keys get in this process
 
@@ -113,9 +113,9 @@ def _parser() -> argparse.ArgumentParser:
     _secret_options(check, "", "decrypt the key with a passphrase typed at the terminal",
                     "decrypt the key with the 32-byte key in KEKFILE", required=False)
     _secret_options(rewrap, "", "OLD is encrypted under a passphrase, typed at the terminal",
-                    "OLD is encrypted under the 32-byte key in F", required=True)
+                    "OLD is encrypted under the 32-byte key in KEKFILE", required=True)
     _secret_options(rewrap, "new-", "encrypt NEW under a new passphrase typed twice at the terminal",
-                    "encrypt NEW under the 32-byte key in F", required=True)
+                    "encrypt NEW under the 32-byte key in KEKFILE", required=True)
     for command in (create, rewrap):
         # One stronger preset rather than free limits: libsodium's two presets
         # for stored secrets are the choices worth making, and a file carries
