@@ -1,9 +1,16 @@
 """The command line: ``python -m securekeys`` / ``securekeys``.
 
-create PATH [--size N] [--encoding E]     write a new random key file (0400, atomic, exclusive)
-check PATH [--size N] [--trust T] [--encoding E] [--beneath DIR]
-                                          run every read_key check on a key file
+create PATH [--size N] [--encoding E | --passphrase [--sensitive] | --kek KEKFILE]
+                                          write a new random key file (0400, atomic, exclusive),
+                                          plain or encrypted (securekeys.encrypted)
+check PATH [--size N] [--trust T] [--beneath DIR] [--encoding E | --passphrase | --kek KEKFILE]
+                                          run every read_key check on a key file (and decrypt it)
+rewrap OLD NEW (--passphrase | --kek KEKFILE) (--new-passphrase [--sensitive] | --new-kek KEKFILE)
+                                          write OLD's key to a new file under another secret
 info                                      what protection keys get in this process
+
+Passphrases are typed at the terminal (/dev/tty, echo off) into guarded memory;
+a new one is typed twice.  Every secret is destroyed as soon as it has served.
 
 Whatever happens, at most one line goes to stderr: an error is exit status 1
 (2 for usage errors); Ctrl-C ends the process by SIGINT (status 130 in the
@@ -23,9 +30,27 @@ from collections.abc import Callable
 from typing import NoReturn, cast
 
 import securekeys
-from securekeys import SecureBuffer, SecureKey, create_key, report, write_key
-from securekeys._memory import _text_lengths
-from securekeys.files import fill_key_from_file
+from securekeys import SecureBuffer, SecureKey, create_key, read_key, report, write_key
+from securekeys._memory import _at_eof, _text_lengths
+from securekeys.crypto import (
+    AEAD_KEY_BYTES,
+    MEMLIMIT_MODERATE,
+    MEMLIMIT_SENSITIVE,
+    OPSLIMIT_MODERATE,
+    OPSLIMIT_SENSITIVE,
+    read_password,
+)
+from securekeys.encrypted import (
+    OVERHEAD_BYTES,
+    PASSPHRASE,
+    Header,
+    check_secret,
+    decrypt_key,
+    is_encrypted,
+    parse_header,
+)
+from securekeys.errors import DecryptionError, KeyFileError
+from securekeys.files import _open_checked, fill_key_from_file
 from securekeys.trust import ENCODINGS, TRUST_POLICIES, Encoding, Trust, describe_access, text_length_words
 
 DEFAULT_SIZE = 32
@@ -55,23 +80,50 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"securekeys {securekeys.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    create = commands.add_parser("create", help="write a new random key file (mode 0400)",
+    create = commands.add_parser("create", help="write a new random key file (mode 0400), plain or encrypted",
                                  description="Write a new random key to PATH: created exclusively "
-                                 "(never replaces a file), mode 0400, fsynced, atomic.",
+                                 "(never replaces a file), mode 0400, fsynced, atomic.  With --passphrase "
+                                 "or --kek the key is stored encrypted (SKEYENC1: the key's size + 88 bytes).",
                                  epilog="example: securekeys create /etc/myapp/app.key --size 32")
     check = commands.add_parser("check", help="verify a key file as read_key would",
                                 description="Run every read_key check on PATH (regular file, "
                                 "owner, permissions, hard links, symbolic links, exact size) "
-                                "and say what was verified.  When it refuses, the one line says "
-                                "which rule failed and the smallest change that fixes it.",
+                                "and say what was verified; with --passphrase or --kek, decrypt it too.  "
+                                "When it refuses, the one line says which rule failed and the smallest "
+                                "change that fixes it.",
                                 epilog="example: securekeys check /etc/myapp/app.key --size 32")
+    rewrap = commands.add_parser("rewrap", help="write an encrypted key file's key to a new file under another "
+                                 "passphrase or key-encryption key",
+                                 description="Decrypt OLD (its key's size is its length - 88) and write the "
+                                 "key to NEW, a new file (never replaces one), encrypted under the new "
+                                 "passphrase or key-encryption key.  OLD is left as it is: remove it "
+                                 "yourself once NEW is in use.",
+                                 epilog="example: securekeys rewrap app.key new.key --passphrase --new-kek kek.key")
     for command, size_help in ((create, "key size"), (check, "expected key size")):
         command.add_argument("path", metavar="PATH")
         command.add_argument("--size", type=_size, default=DEFAULT_SIZE, metavar="N",
                              help=f"{size_help} in bytes, 1 to {MAX_SIZE} (default {DEFAULT_SIZE})")
         command.add_argument("--encoding", choices=ENCODINGS, default="raw",
                              help="the key as raw bytes (default) or as hex/base64/base64url text "
-                             "with a final newline")
+                             "with a final newline (plain key files only)")
+    rewrap.add_argument("old", metavar="OLD")
+    rewrap.add_argument("new", metavar="NEW")
+    _secret_options(create, "", "encrypt the key under a passphrase typed twice at the terminal",
+                    "encrypt the key under the 32-byte key in KEKFILE (a plain key file)", required=False)
+    _secret_options(check, "", "decrypt the key with a passphrase typed at the terminal",
+                    "decrypt the key with the 32-byte key in KEKFILE", required=False)
+    _secret_options(rewrap, "", "OLD is encrypted under a passphrase, typed at the terminal",
+                    "OLD is encrypted under the 32-byte key in KEKFILE", required=True)
+    _secret_options(rewrap, "new-", "encrypt NEW under a new passphrase typed twice at the terminal",
+                    "encrypt NEW under the 32-byte key in KEKFILE", required=True)
+    for command in (create, rewrap):
+        # One stronger preset rather than free limits: libsodium's two presets
+        # for stored secrets are the choices worth making, and a file carries
+        # its own limits, so reading never needs to be told.
+        command.add_argument("--sensitive", action="store_true",
+                             help="Argon2id at libsodium's SENSITIVE limits (opslimit 4, 1 GiB, a few seconds) "
+                             "instead of MODERATE (opslimit 3, 256 MiB, about half a second)")
+        command.set_defaults(subparser=command)
     check.add_argument("--trust", choices=TRUST_POLICIES, default="strict",
                        help="who may own the file: strict (default: this user only), root-managed "
                        "(or root, group read at most: Kubernetes fsGroup, Swarm), systemd "
@@ -79,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--beneath", metavar="DIR",
                        help="PATH is relative to DIR and resolved inside it: links that stay inside "
                        "are followed (Kubernetes' ..data), nothing leads out")
+    check.set_defaults(subparser=check)
     commands.add_parser("info", help="show the protection keys get in this process",
                         description="Show libsodium's version, whether keys get mlocked, "
                         "RLIMIT_MEMLOCK, the core-dump limit and vm.max_map_count.",
@@ -86,8 +139,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _secret_options(command: argparse.ArgumentParser, prefix: str, passphrase_help: str, kek_help: str,
+                    *, required: bool) -> None:
+    secret = command.add_mutually_exclusive_group(required=required)
+    secret.add_argument(f"--{prefix}passphrase", action="store_true", help=passphrase_help)
+    secret.add_argument(f"--{prefix}kek", metavar="KEKFILE", help=kek_help)
+
+
+def _check_combinations(args: argparse.Namespace) -> None:
+    """What argparse cannot say alone: options that only make sense together."""
+    subparser: argparse.ArgumentParser | None = getattr(args, "subparser", None)
+    if subparser is None:
+        return
+    encrypted = getattr(args, "passphrase", False) or getattr(args, "kek", None) is not None
+    if encrypted and getattr(args, "encoding", "raw") != "raw":
+        subparser.error("--encoding is for plain key files: an encrypted key file is binary")
+    if getattr(args, "sensitive", False):
+        option = "--new-passphrase" if args.command == "rewrap" else "--passphrase"
+        if not getattr(args, option[2:].replace("-", "_")):
+            subparser.error(f"--sensitive sets the Argon2id limits of {option}, which is not given")
+
+
 def _create(args: argparse.Namespace) -> list[str]:
     encoding = cast(Encoding, args.encoding)
+    if args.passphrase or args.kek is not None:
+        return [_create_encrypted(args)]
     with create_key(args.size) as key:
         write_key(args.path, key, encoding=encoding)
     if encoding == "raw":
@@ -97,12 +173,47 @@ def _create(args: argparse.Namespace) -> list[str]:
             f"({padded} characters and a newline, mode 0400)"]
 
 
+def _create_encrypted(args: argparse.Namespace) -> str:
+    _refuse_existing(args.path)   # before anyone types a passphrase for nothing
+    opslimit, memlimit = _limits(args.sensitive)
+    with contextlib.ExitStack() as secrets:
+        passphrase, kek = _secret(secrets, args.passphrase, args.kek, args.path, new=True)
+        with create_key(args.size) as key:
+            write_key(args.path, key, passphrase=passphrase, kek=kek, opslimit=opslimit, memlimit=memlimit)
+    return (f"{args.path}: wrote a new {args.size}-byte key encrypted under "
+            f"{_under(args.passphrase, args.kek, opslimit, memlimit)}, "
+            f"{args.size + OVERHEAD_BYTES} bytes, mode 0400")
+
+
+def _rewrap(args: argparse.Namespace) -> list[str]:
+    size = _encrypted_size(args.old)
+    _refuse_existing(args.new)
+    opslimit, memlimit = _limits(args.sensitive)
+    with contextlib.ExitStack() as secrets:
+        passphrase, kek = _secret(secrets, args.passphrase, args.kek, args.old, new=False)
+        key = secrets.enter_context(read_key(args.old, size, passphrase=passphrase, kek=kek))
+        # The old secret has served: gone before the new one is typed.
+        for old in (passphrase, kek):
+            if old is not None:
+                old.destroy()
+        passphrase, kek = _secret(secrets, args.new_passphrase, args.new_kek, args.new, new=True)
+        write_key(args.new, key, passphrase=passphrase, kek=kek, opslimit=opslimit, memlimit=memlimit)
+    return [f"{args.new}: wrote the {size}-byte key of {args.old} encrypted under "
+            f"{_under(args.new_passphrase, args.new_kek, opslimit, memlimit)}, "
+            f"{size + OVERHEAD_BYTES} bytes, mode 0400; {args.old} is unchanged"]
+
+
 def _check(args: argparse.Namespace) -> list[str]:
     # Report what read_key verified on the open file (its fstat), without a
     # second look at the path, which could name another file by now.
     trust, encoding = cast(Trust, args.trust), cast(Encoding, args.encoding)
     key = SecureKey(args.size)
-    verified = fill_key_from_file(key, args.path, trust=trust, encoding=encoding, beneath=args.beneath)
+    if args.passphrase or args.kek is not None:
+        with contextlib.ExitStack() as secrets:
+            passphrase, kek = _secret(secrets, args.passphrase, args.kek, args.path, new=False)
+            verified, header = _decrypt_file(key, args.path, trust, args.beneath, passphrase, kek)
+    else:
+        verified = fill_key_from_file(key, args.path, trust=trust, encoding=encoding, beneath=args.beneath)
     with key:
         locked = "locked" if key.locked else "NOT locked"
     if args.beneath is None:
@@ -114,12 +225,113 @@ def _check(args: argparse.Namespace) -> list[str]:
                  "  a regular file with one name (no other hard link)",
                  f"  resolved beneath {args.beneath}: links inside it followed, none leading out of it "
                  "or onto another filesystem"]
-    if encoding == "raw":
-        size = f"  exactly {args.size} bytes, read into guarded memory ({locked})"
+    if args.passphrase or args.kek is not None:
+        size = [f"  an encrypted {args.size}-byte key (SKEYENC1, {verified.st_size} bytes) under "
+                f"{_under(args.passphrase, args.kek, header.opslimit, header.memlimit)}",
+                f"  decrypted and authenticated into guarded memory ({locked})"]
+    elif encoding == "raw":
+        size = [f"  exactly {args.size} bytes, read into guarded memory ({locked})"]
     else:
-        size = (f"  a {args.size}-byte key as {encoding} text: {text_length_words(args.size, encoding)}, "
-                f"decoded into guarded memory ({locked})")
-    return where + [f"  {line}" for line in describe_access(verified, trust)] + [size]
+        size = [f"  a {args.size}-byte key as {encoding} text: {text_length_words(args.size, encoding)}, "
+                f"decoded into guarded memory ({locked})"]
+    return where + [f"  {line}" for line in describe_access(verified, trust)] + size
+
+
+# -- encrypted key files -----------------------------------------------------------
+
+def _limits(sensitive: bool) -> tuple[int, int]:
+    return (OPSLIMIT_SENSITIVE, MEMLIMIT_SENSITIVE) if sensitive else (OPSLIMIT_MODERATE, MEMLIMIT_MODERATE)
+
+
+def _under(passphrase: bool, kek: str | None, opslimit: int, memlimit: int) -> str:
+    if passphrase:
+        return f"a passphrase (Argon2id opslimit {opslimit}, memlimit {_mebibytes(memlimit)})"
+    return f"the key-encryption key in {kek}"
+
+
+def _mebibytes(size: int) -> str:
+    return f"{size >> 20} MiB" if size % (1 << 20) == 0 else f"{size} bytes"
+
+
+def _refuse_existing(path: str) -> None:
+    # write_key refuses too (O_EXCL, at the last moment); this only spares
+    # the typing and the Argon2 work when the answer is known already.
+    if os.path.lexists(path):
+        raise FileExistsError(errno.EEXIST, "refusing to replace an existing file", path)
+
+
+def _encrypted_size(path: str) -> int:
+    """The size of the key in the encrypted key file at `path`, from its
+    length; read_key then checks the file, this length included."""
+    length = os.stat(path).st_size
+    if length <= OVERHEAD_BYTES:
+        raise KeyFileError(errno.EINVAL, f"{length} bytes: too short for an encrypted key file (a key and "
+                           f"{OVERHEAD_BYTES} bytes of header and tag; a plain key file?)", path)
+    return length - OVERHEAD_BYTES
+
+
+def _secret(secrets: contextlib.ExitStack, passphrase: bool, kek_file: str | None, path: str,
+            *, new: bool) -> tuple[SecureBuffer | None, SecureKey | None]:
+    """The passphrase (typed; twice when `new`) or the KEK (read from
+    `kek_file`) for the file at `path`, destroyed when `secrets` closes."""
+    if kek_file is not None:
+        return None, secrets.enter_context(read_key(kek_file, AEAD_KEY_BYTES))
+    if not passphrase:
+        return None, None
+    shown = _one_line(path)
+    typed = secrets.enter_context(_read_passphrase(f"{'New passphrase' if new else 'Passphrase'} for {shown}: "))
+    if new:
+        with _read_passphrase("Again: ") as again:
+            same = typed == again   # constant time: both are secure buffers
+        if not same:
+            raise ValueError("the two passphrases differ: nothing was written")
+    return typed, None
+
+
+def _read_passphrase(prompt: str) -> SecureBuffer:
+    try:
+        return read_password(prompt)
+    except OSError as error:
+        if error.errno != errno.ENXIO or error.filename != "/dev/tty":
+            raise
+        raise OSError(error.errno, "a passphrase is typed at the terminal, and this process has none "
+                      "(/dev/tty): use --kek where no one types") from None
+
+
+def _decrypt_file(key: SecureKey, path: str, trust: Trust, beneath: str | None,
+                  passphrase: SecureBuffer | None, kek: SecureKey | None) -> tuple[os.stat_result, Header]:
+    """What read_key(path, passphrase= or kek=) does, into `key` (destroyed
+    on error), keeping what it verified for the report: the open file's
+    fstat and the file's header."""
+    kind = check_secret(passphrase, kek)   # not 0: _check calls this with one of them
+    secret = cast(SecureBuffer, passphrase if passphrase is not None else kek)
+    fd = -1
+    try:
+        fd, verified, shown = _open_checked(path, key.size, trust, "raw", beneath, True)
+        # In guarded memory until the magic says it is an encrypted file:
+        # a plain key that happens to have this length must not reach the heap.
+        with SecureBuffer(verified.st_size) as contents:
+            if contents.readinto(fd) != verified.st_size or not _at_eof(fd):
+                raise KeyFileError(errno.EINVAL, "the file changed while it was read: try again", shown)
+            if not is_encrypted(contents):
+                raise KeyFileError(errno.EINVAL, "not an encrypted key file: it does not start with SKEYENC1 "
+                                   "(a plain key file? check it without --passphrase or --kek)", shown)
+            with contents.reading() as view:
+                data = bytes(view)   # header, ciphertext and tag: public from here on
+        header = parse_header(data, kind, shown)
+    except BaseException:
+        key.destroy()
+        raise
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    try:
+        decrypt_key(data, header, secret, key)   # destroys the key on error
+    except DecryptionError:
+        what = "passphrase" if kind == PASSPHRASE else "key-encryption key"
+        raise DecryptionError(f"cannot decrypt the key file {os.fsdecode(shown)!r}: a wrong {what}, "
+                              "or the file was changed (every byte is authenticated)") from None
+    return verified, header
 
 
 def _limit(value: int | None) -> str:
@@ -152,6 +364,7 @@ def info_lines() -> list[str]:
 _COMMANDS: dict[str, Callable[[argparse.Namespace], list[str]]] = {
     "create": _create,
     "check": _check,
+    "rewrap": _rewrap,
     "info": lambda args: info_lines(),
 }
 
@@ -159,9 +372,10 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], list[str]]] = {
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
+        _check_combinations(args)
         try:
             lines = _COMMANDS[args.command](args)
-        except (OSError, ValueError, TypeError, MemoryError) as error:
+        except (OSError, ValueError, TypeError, MemoryError, EOFError) as error:
             _say(f"error: {_describe(error)}")
             return 1
         return _print(lines, args.command)
@@ -214,12 +428,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 # A refusal names the library's keyword (trust="root-managed", beneath='/etc/tls',
-# "as beneath="); here it is an option.
-_KEYWORD = re.compile(r"""\b(trust|encoding|beneath)=(?:(["'])(.*?)\2)?""")
+# size=32, "pass passphrase="); here it is an option.
+_KEYWORD = re.compile(r"""\b(trust|encoding|beneath|size|passphrase|kek)=(?:(["'])(.*?)\2|(\d+))?""")
 
 
 def _as_option(match: re.Match[str]) -> str:
-    return f"--{match[1]} {match[3]}" if match[2] else f"--{match[1]}"
+    if match[2]:
+        return f"--{match[1]} {match[3]}"
+    return f"--{match[1]} {match[4]}" if match[4] else f"--{match[1]}"
 
 
 def _describe(error: BaseException) -> str:

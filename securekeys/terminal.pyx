@@ -10,9 +10,13 @@ never exists as a str or bytes.
 import os
 import termios
 
+from cpython.exc cimport PyErr_CheckSignals
+from libc.errno cimport EINTR, errno
 from libc.string cimport memcpy
 
+from securekeys._checks cimport raise_errno
 from securekeys._fdio cimport read_retrying
+from securekeys.includes cimport system
 from securekeys._memory cimport SecureBuffer
 from securekeys._wipe cimport wipe_stack_and_registers
 
@@ -20,6 +24,30 @@ PASSWORD_MAX_BYTES = 1024
 
 cdef enum:
     _COPY_STACK = 1024    # memcpy and read(2)'s wrapper use a few hundred bytes of stack
+    _SIGNAL_SLICE_MS = 100
+
+
+cdef int _wait_for_input(int fd) except -1:
+    # Ctrl-C is a SIGINT that Python turns into KeyboardInterrupt only at its
+    # next check: one that lands after that check but before read(2) blocks
+    # (typed right after the prompt) would not interrupt the read, and the
+    # process would hang until the next key.  So wait in slices and run the
+    # handlers between them: a signal is acted on within one slice.
+    cdef system.pollfd waiting
+    cdef int ready
+    cdef int err = 0
+    waiting.fd = fd
+    waiting.events = system.POLLIN
+    while True:
+        PyErr_CheckSignals()
+        with nogil:
+            ready = system.poll(&waiting, 1, _SIGNAL_SLICE_MS)
+            if ready < 0:
+                err = errno
+        if ready > 0:
+            return 0   # input, end of file or an error: read(2) says which
+        if ready < 0 and err != EINTR:
+            return raise_errno("wait for the terminal", err)
 
 
 cdef Py_ssize_t _read_line(int fd, unsigned char *buf, Py_ssize_t cap, bint *eof) except -2:
@@ -30,6 +58,7 @@ cdef Py_ssize_t _read_line(int fd, unsigned char *buf, Py_ssize_t cap, bint *eof
     # bytes only ever live in `buf` (guarded memory).
     cdef Py_ssize_t count = 0
     while True:
+        _wait_for_input(fd)
         if read_retrying(fd, buf + count, 1, "read from the terminal") == 0:
             eof[0] = True               # end of file (Ctrl-D)
             return count

@@ -73,6 +73,7 @@ cdef extern from "poll.h" nogil:
         int fd
         short events
         short revents
+    enum: POLLIN
     enum: POLLOUT
     int poll(pollfd *fds, unsigned long nfds, int timeout)
 
