@@ -31,7 +31,7 @@ from typing import NoReturn, cast
 
 import securekeys
 from securekeys import SecureBuffer, SecureKey, create_key, read_key, report, write_key
-from securekeys._memory import _at_eof, _text_lengths
+from securekeys._memory import _text_lengths
 from securekeys.crypto import (
     AEAD_KEY_BYTES,
     MEMLIMIT_MODERATE,
@@ -40,17 +40,9 @@ from securekeys.crypto import (
     OPSLIMIT_SENSITIVE,
     read_password,
 )
-from securekeys.encrypted import (
-    OVERHEAD_BYTES,
-    PASSPHRASE,
-    Header,
-    check_secret,
-    decrypt_key,
-    is_encrypted,
-    parse_header,
-)
-from securekeys.errors import DecryptionError, KeyFileError
-from securekeys.files import _open_checked, fill_key_from_file
+from securekeys.encrypted import OVERHEAD_BYTES, Header, check_secret
+from securekeys.errors import KeyFileError
+from securekeys.files import fill_key_from_encrypted_file, fill_key_from_file
 from securekeys.trust import ENCODINGS, TRUST_POLICIES, Encoding, Trust, describe_access, text_length_words
 
 DEFAULT_SIZE = 32
@@ -179,7 +171,7 @@ def _create_encrypted(args: argparse.Namespace) -> str:
     with contextlib.ExitStack() as secrets:
         passphrase, kek = _secret(secrets, args.passphrase, args.kek, args.path, new=True)
         with create_key(args.size) as key:
-            write_key(args.path, key, passphrase=passphrase, kek=kek, opslimit=opslimit, memlimit=memlimit)
+            _write_encrypted(args.path, key, passphrase, kek, opslimit, memlimit)
     return (f"{args.path}: wrote a new {args.size}-byte key encrypted under "
             f"{_under(args.passphrase, args.kek, opslimit, memlimit)}, "
             f"{args.size + OVERHEAD_BYTES} bytes, mode 0400")
@@ -197,7 +189,7 @@ def _rewrap(args: argparse.Namespace) -> list[str]:
             if old is not None:
                 old.destroy()
         passphrase, kek = _secret(secrets, args.new_passphrase, args.new_kek, args.new, new=True)
-        write_key(args.new, key, passphrase=passphrase, kek=kek, opslimit=opslimit, memlimit=memlimit)
+        _write_encrypted(args.new, key, passphrase, kek, opslimit, memlimit)
     return [f"{args.new}: wrote the {size}-byte key of {args.old} encrypted under "
             f"{_under(args.new_passphrase, args.new_kek, opslimit, memlimit)}, "
             f"{size + OVERHEAD_BYTES} bytes, mode 0400; {args.old} is unchanged"]
@@ -238,6 +230,14 @@ def _check(args: argparse.Namespace) -> list[str]:
 
 
 # -- encrypted key files -----------------------------------------------------------
+
+def _write_encrypted(path: str, key: SecureKey, passphrase: SecureBuffer | None, kek: SecureKey | None,
+                     opslimit: int, memlimit: int) -> None:
+    if passphrase is not None:
+        write_key(path, key, passphrase=passphrase, opslimit=opslimit, memlimit=memlimit)
+    else:
+        write_key(path, key, kek=kek)   # Argon2's limits are a passphrase's alone
+
 
 def _limits(sensitive: bool) -> tuple[int, int]:
     return (OPSLIMIT_SENSITIVE, MEMLIMIT_SENSITIVE) if sensitive else (OPSLIMIT_MODERATE, MEMLIMIT_MODERATE)
@@ -305,33 +305,7 @@ def _decrypt_file(key: SecureKey, path: str, trust: Trust, beneath: str | None,
     fstat and the file's header."""
     kind = check_secret(passphrase, kek)   # not 0: _check calls this with one of them
     secret = cast(SecureBuffer, passphrase if passphrase is not None else kek)
-    fd = -1
-    try:
-        fd, verified, shown = _open_checked(path, key.size, trust, "raw", beneath, True)
-        # In guarded memory until the magic says it is an encrypted file:
-        # a plain key that happens to have this length must not reach the heap.
-        with SecureBuffer(verified.st_size) as contents:
-            if contents.readinto(fd) != verified.st_size or not _at_eof(fd):
-                raise KeyFileError(errno.EINVAL, "the file changed while it was read: try again", shown)
-            if not is_encrypted(contents):
-                raise KeyFileError(errno.EINVAL, "not an encrypted key file: it does not start with SKEYENC1 "
-                                   "(a plain key file? check it without --passphrase or --kek)", shown)
-            with contents.reading() as view:
-                data = bytes(view)   # header, ciphertext and tag: public from here on
-        header = parse_header(data, kind, shown)
-    except BaseException:
-        key.destroy()
-        raise
-    finally:
-        if fd >= 0:
-            os.close(fd)
-    try:
-        decrypt_key(data, header, secret, key)   # destroys the key on error
-    except DecryptionError:
-        what = "passphrase" if kind == PASSPHRASE else "key-encryption key"
-        raise DecryptionError(f"cannot decrypt the key file {os.fsdecode(shown)!r}: a wrong {what}, "
-                              "or the file was changed (every byte is authenticated)") from None
-    return verified, header
+    return fill_key_from_encrypted_file(key, path, trust, beneath, kind, secret)
 
 
 def _limit(value: int | None) -> str:

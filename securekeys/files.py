@@ -32,6 +32,7 @@ from securekeys.crypto import MEMLIMIT_MODERATE, OPSLIMIT_MODERATE
 from securekeys.encrypted import (
     OVERHEAD_BYTES,
     PASSPHRASE,
+    Header,
     check_secret,
     decrypt_key,
     encrypt_key,
@@ -235,7 +236,7 @@ def read_key(path: StrOrBytesPath, size: int, *, trust: Trust = "strict", encodi
     if kind:
         secret = passphrase if passphrase is not None else kek
         assert secret is not None
-        _fill_key_from_encrypted_file(key, path, trust, beneath, kind, secret)
+        fill_key_from_encrypted_file(key, path, trust, beneath, kind, secret)
         return key
     if trust == "strict" and encoding == "raw" and beneath is None and _read_key_strict(key, path):
         return key   # the plain case, in one C function; anything else: every check again
@@ -342,11 +343,13 @@ def fill_key_from_file(key: SecureKey, path: StrOrBytesPath, trust: Trust = "str
             os.close(fd)
 
 
-def _fill_key_from_encrypted_file(key: SecureKey, path: StrOrBytesPath, trust: Trust,
-                                  beneath: StrOrBytesPath | None, kind: int, secret: SecureBuffer) -> None:
+def fill_key_from_encrypted_file(key: SecureKey, path: StrOrBytesPath, trust: Trust,
+                                 beneath: StrOrBytesPath | None, kind: int,
+                                 secret: SecureBuffer) -> tuple[os.stat_result, Header]:
     """Fill a new (READWRITE) key from an encrypted key file, checked as
-    read_key checks a plain one, and seal it READONLY.  On any error,
-    destroy the key and raise."""
+    read_key checks a plain one, and seal it READONLY; return the verified
+    fstat of the open file and the file's header.  On any error, destroy
+    the key and raise."""
     fd = -1
     try:
         fd, st, path = _open_checked(path, key.size, trust, "raw", beneath, True)
@@ -381,6 +384,7 @@ def _fill_key_from_encrypted_file(key: SecureKey, path: StrOrBytesPath, trust: T
         what = "passphrase" if kind == PASSPHRASE else "key-encryption key"
         raise DecryptionError(f"cannot decrypt the key file {os.fsdecode(path)!r}: a wrong {what}, "
                               "or the file was changed (every byte is authenticated)") from None
+    return st, header
 
 
 def _read_text(key: SecureKey, fd: int, st: os.stat_result, path: str | bytes, encoding: Encoding) -> None:

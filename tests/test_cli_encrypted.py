@@ -255,11 +255,12 @@ def test_rewrap_never_replaces_and_asks_nothing(private_dir: Path, new_secret: l
 
 
 @pytest.mark.parametrize("args, message", [
-    (["check", "k", "--kek", "kek"], "k: a plain 32-byte key file, not an encrypted one (which would have 120 "
-                                     "bytes): read it without --passphrase or --kek"),
-    (["check", "enc"], "enc: an encrypted key file (SKEYENC) of a 32-byte key: pass --passphrase or --kek to read it"),
-    (["check", "enc", "--size", "16"], "enc: an encrypted key file (SKEYENC) of a 32-byte key: pass --passphrase "
-                                       "or --kek, and --size 32 (not 16)"),
+    (["check", "k", "--kek", "kek"], "k: a plain 32-byte key file, not an encrypted one: "
+                                     "read it without --passphrase or --kek"),
+    (["check", "enc"], "enc: an encrypted key file (it starts with SKEYENC) of a 32-byte key if it is whole: "
+                       "pass --passphrase or --kek"),
+    (["check", "enc", "--size", "16"], "enc: an encrypted key file (it starts with SKEYENC) of a 32-byte key if "
+                                       "it is whole: pass --passphrase or --kek, and --size 32"),
     (["check", "enc", "--kek", "short"], "short: wrong size: expected 32 bytes, the file has 16"),
     (["check", "pass", "--kek", "kek"], "pass: encrypted under a passphrase: pass --passphrase, not --kek"),
     (["check", "enc", "--kek", "missing"], "missing: No such file or directory"),
