@@ -481,27 +481,44 @@ def write_key(path: StrOrBytesPath, key: SecureBuffer, *, encoding: Encoding = "
     if (opslimit is not None or memlimit is not None) and kind != PASSPHRASE:
         raise ValueError("opslimit= and memlimit= are Argon2id's limits for passphrase=: "
                          "without a passphrase they protect nothing")
+    text: SecureBuffer | None = None
+    content: SecureBuffer | bytes = key
     if kind:
         if encoding != "raw":
             raise ValueError(f"encoding={encoding!r} is for plain key files: an encrypted key file is binary")
         secret = passphrase if passphrase is not None else kek
         assert secret is not None
         # Borrows the key: a destroyed one is fatal before any file exists.
-        _write_key(path, encrypt_key(key, kind, secret, OPSLIMIT_MODERATE if opslimit is None else opslimit,
-                                     MEMLIMIT_MODERATE if memlimit is None else memlimit))
-        return
-    if encoding == "raw":
-        _write_key(path, key)
-        return
-    check_options("strict", encoding)
-    text = _encode_text(key, encoding)   # borrows the key: a destroyed one is fatal before any file exists
+        content = encrypt_key(key, kind, secret, OPSLIMIT_MODERATE if opslimit is None else opslimit,
+                              MEMLIMIT_MODERATE if memlimit is None else memlimit)
+    elif encoding != "raw":
+        check_options("strict", encoding)
+        content = text = _encode_text(key, encoding)   # borrows the key, as above
+    placed: list[os.stat_result] = []   # the new file, from just before it is linked into place
     try:
-        _write_key(path, text)
-    finally:
-        text.destroy()
+        try:
+            _write_key(path, content, placed)
+        finally:
+            if text is not None:
+                text.destroy()
+    except BaseException:
+        # A signal handler may raise after the link too (as close(2)
+        # returns): when write_key raises, the file it linked goes.
+        _take_back(path, placed)
+        raise
 
 
-def _write_key(path: StrOrBytesPath, key: SecureBuffer | bytes) -> None:
+def _take_back(path: StrOrBytesPath, placed: list[os.stat_result]) -> None:
+    """Unlink the file write_key linked at `path`, unless `path` is no
+    longer that file."""
+    if placed:
+        with contextlib.suppress(OSError):   # the first error is the one to report
+            there = os.lstat(path)
+            if (there.st_dev, there.st_ino) == (placed[0].st_dev, placed[0].st_ino):
+                os.unlink(path)
+
+
+def _write_key(path: StrOrBytesPath, key: SecureBuffer | bytes, placed: list[os.stat_result]) -> None:
     where = os.fspath(path)
     directory, name = os.path.split(os.fsencode(where))
     try:
@@ -515,7 +532,7 @@ def _write_key(path: StrOrBytesPath, key: SecureBuffer | bytes) -> None:
             hint = " (write_key opens it to fsync it: it needs read permission too)" if e.errno == errno.EACCES else ""
             raise OSError(e.errno, f"cannot open its directory: {e.strerror}{hint}") from None
         try:
-            _write_in(dir_fd, name, key)
+            _write_in(dir_fd, name, key, placed)
         finally:
             os.close(dir_fd)
     except OSError as e:
@@ -523,7 +540,7 @@ def _write_key(path: StrOrBytesPath, key: SecureBuffer | bytes) -> None:
         raise OSError(e.errno, e.strerror, where) from None
 
 
-def _write_in(dir_fd: int, name: bytes, key: SecureBuffer | bytes) -> None:
+def _write_in(dir_fd: int, name: bytes, key: SecureBuffer | bytes, placed: list[os.stat_result]) -> None:
     try:
         os.lstat(name, dir_fd=dir_fd)
     except FileNotFoundError:
@@ -545,6 +562,7 @@ def _write_in(dir_fd: int, name: bytes, key: SecureBuffer | bytes) -> None:
         # link(2) returns must still take the link back (_unlink_if_same
         # leaves a name that is not this file alone).
         linked = True
+        placed.append(os.fstat(fd))
         if temp is None:   # the unnamed file gets its only name; never replaces (EEXIST)
             os.link(b"/proc/self/fd/%d" % fd, name, dst_dir_fd=dir_fd)
         else:

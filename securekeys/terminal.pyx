@@ -12,7 +12,9 @@ import termios
 
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport EINTR, errno
-from libc.string cimport memcpy
+from libc.signal cimport SIG_IGN, SIGALRM, SIGHUP, SIGQUIT, SIGTERM, SIGTSTP, SIGTTIN, SIGTTOU, raise_
+from libc.string cimport memcpy, memset
+from posix.signal cimport sigaction, sigaction_t, sigemptyset
 
 from securekeys._checks cimport raise_errno
 from securekeys._fdio cimport read_retrying
@@ -25,9 +27,71 @@ PASSWORD_MAX_BYTES = 1024
 cdef enum:
     _COPY_STACK = 1024    # memcpy and read(2)'s wrapper use a few hundred bytes of stack
     _SIGNAL_SLICE_MS = 100
+    _SIGNALLED = -3       # _read_line: a guarded signal came; the terminal must be restored first
+
+
+# -- signals while echo is off -----------------------------------------------------
+#
+# Echo is off while the passphrase is typed.  A signal that stops or ends the
+# process there would leave the terminal without echo (SIGQUIT, SIGTERM,
+# SIGHUP, SIGALRM), or let the shell turn echo back on while we keep reading
+# (Ctrl-Z, then fg: what is typed after fg would show).  So while the prompt
+# is up these signals only note themselves; the reader then restores the
+# terminal and the previous handlers, and delivers the signal again as they
+# would have had it: the process stops or dies with echo on, or a Python
+# handler runs.  If the process goes on (fg, or a handler that returns), the
+# prompt starts over, echo off again.  SIGINT stays Python's: Ctrl-C is
+# KeyboardInterrupt, and the `finally` restores the terminal.
+
+cdef extern from "stdatomic.h" nogil:
+    ctypedef int atomic_int "atomic_int"
+    int atomic_exchange(atomic_int *obj, int desired)
+    int atomic_load(atomic_int *obj)
+    void atomic_store(atomic_int *obj, int desired)
+
+cdef int _GUARDED[7]
+_GUARDED[:] = [SIGALRM, SIGHUP, SIGQUIT, SIGTERM, SIGTSTP, SIGTTIN, SIGTTOU]
+cdef atomic_int _caught = 0       # the guarded signal that came during the prompt, or 0
+
+
+cdef void _note_signal(int sig) noexcept nogil:
+    atomic_store(&_caught, sig)
+
+
+cdef int _guard_signals(sigaction_t *previous, bint *guarded) except -1:
+    # Take over the guarded signals, keeping their previous actions; one
+    # ignored (nohup's SIGHUP) stays ignored.
+    cdef sigaction_t noting
+    cdef int i
+    memset(&noting, 0, sizeof(noting))
+    noting.sa_handler = _note_signal
+    noting.sa_flags = 0              # no SA_RESTART: poll(2) returns EINTR at once
+    sigemptyset(&noting.sa_mask)
+    atomic_store(&_caught, 0)
+    for i in range(7):
+        guarded[i] = False
+        if sigaction(_GUARDED[i], NULL, &previous[i]) != 0:
+            _restore_signals(previous, guarded)
+            return raise_errno("sigaction", errno)
+        if previous[i].sa_handler == SIG_IGN:
+            continue
+        if sigaction(_GUARDED[i], &noting, NULL) != 0:
+            _restore_signals(previous, guarded)
+            return raise_errno("sigaction", errno)
+        guarded[i] = True
+    return 0
+
+
+cdef void _restore_signals(const sigaction_t *previous, bint *guarded) noexcept nogil:
+    cdef int i
+    for i in range(7):
+        if guarded[i]:
+            sigaction(_GUARDED[i], &previous[i], NULL)   # cannot fail: it was in place before
+            guarded[i] = False
 
 
 cdef int _wait_for_input(int fd) except -1:
+    # 0 when input is ready; _SIGNALLED when a guarded signal came.
     # Ctrl-C is a SIGINT that Python turns into KeyboardInterrupt only at its
     # next check: one that lands after that check but before read(2) blocks
     # (typed right after the prompt) would not interrupt the read, and the
@@ -39,6 +103,8 @@ cdef int _wait_for_input(int fd) except -1:
     waiting.fd = fd
     waiting.events = system.POLLIN
     while True:
+        if atomic_load(&_caught):
+            return _SIGNALLED
         PyErr_CheckSignals()
         with nogil:
             ready = system.poll(&waiting, 1, _SIGNAL_SLICE_MS)
@@ -51,22 +117,24 @@ cdef int _wait_for_input(int fd) except -1:
 
 
 cdef Py_ssize_t _read_line(int fd, unsigned char *buf, Py_ssize_t cap, bint *eof) except -2:
-    # read(2) one byte at a time into `buf` until a newline (not stored), end
-    # of file, or `cap` bytes.  Returns the count, or -1 when the line is
-    # longer than `cap`; `eof` tells whether input ended without a newline.
-    # One byte at a time so that nothing after the newline is consumed; the
-    # bytes only ever live in `buf` (guarded memory).
+    # read(2) one byte at a time into `buf` (cap + 1 bytes: room for the end
+    # of the line) until a newline or carriage return (not stored), end of
+    # file, or more than `cap` bytes.  Returns the count, -1 when the line is
+    # longer than `cap`, or _SIGNALLED; `eof` tells whether input ended
+    # without a newline.  One byte at a time so that nothing after the line
+    # is consumed; the bytes only ever live in `buf` (guarded memory).
     cdef Py_ssize_t count = 0
     while True:
-        _wait_for_input(fd)
+        if _wait_for_input(fd) == _SIGNALLED:
+            return _SIGNALLED
         if read_retrying(fd, buf + count, 1, "read from the terminal") == 0:
             eof[0] = True               # end of file (Ctrl-D)
             return count
-        if buf[count] == b'\n':
+        if buf[count] == b'\n' or buf[count] == b'\r':   # \r: a terminal left in raw mode
             buf[count] = 0
             return count
         count += 1
-        if count == cap:
+        if count > cap:
             return -1
 
 
@@ -82,6 +150,12 @@ def read_password(prompt="Password: "):
     ValueError when nothing was entered (a SecureBuffer cannot be empty) or
     when the line is longer than PASSWORD_MAX_BYTES (1024) bytes; EOFError
     on end of file before any input.
+
+    Echo is never left off: a signal that stops or ends the process at the
+    prompt (Ctrl-Z, Ctrl-\\, SIGTERM, SIGHUP, SIGALRM) first restores the
+    terminal, then acts as it would have; after `fg` (or a Python handler
+    that returns) the prompt starts over.  A terminal left in raw mode still
+    reads a line (Enter ends it, Ctrl-C interrupts).
     """
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, not {type(prompt).__name__}")
@@ -90,29 +164,48 @@ def read_password(prompt="Password: "):
     cdef Py_ssize_t count = 0
     cdef unsigned char *buf
     cdef bint eof = False
+    cdef sigaction_t previous[7]
+    cdef bint guarded[7]
+    cdef int sig
     fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
     try:
-        try:
-            old = termios.tcgetattr(fd)
-            new = list(old)
-            new[3] &= ~termios.ECHO
-            termios.tcsetattr(fd, termios.TCSAFLUSH, new)
-        except termios.error as exc:     # not an OSError subclass
-            raise OSError(*exc.args) from None
-        try:
-            os.write(fd, prompt.encode())
-            line = SecureBuffer(PASSWORD_MAX_BYTES)
-            buf = line.borrow_write()
+        line = SecureBuffer(PASSWORD_MAX_BYTES + 1)
+        while True:
             try:
-                count = _read_line(fd, buf, PASSWORD_MAX_BYTES, &eof)
+                old = termios.tcgetattr(fd)
+                new = list(old)
+                new[3] = (new[3] & ~termios.ECHO) | termios.ICANON | termios.ISIG   # a line, and Ctrl-C a signal,
+                new[0] |= termios.ICRNL                                           # even after `stty raw`
+                termios.tcsetattr(fd, termios.TCSAFLUSH, new)
+            except termios.error as exc:     # not an OSError subclass
+                raise OSError(*exc.args) from None
+            _guard_signals(previous, guarded)
+            try:
+                os.write(fd, prompt.encode())
+                buf = line.borrow_write()
+                try:
+                    count = _read_line(fd, buf, PASSWORD_MAX_BYTES, &eof)
+                finally:
+                    line.release_write()
             finally:
-                line.release_write()
-        finally:
-            # TCSAFLUSH also discards anything typed but not read, so that no
-            # part of an overlong line reaches the next reader of the terminal.
-            termios.tcsetattr(fd, termios.TCSAFLUSH, old)
-            os.write(fd, b"\n")     # the newline that echo did not show
-        if count < 0:
+                # TCSAFLUSH also discards anything typed but not read, so that no
+                # part of an overlong line reaches the next reader of the terminal.
+                termios.tcsetattr(fd, termios.TCSAFLUSH, old)
+                os.write(fd, b"\n")     # the newline that echo did not show
+                _restore_signals(previous, guarded)
+            # Echo is on again and the previous handlers are back: deliver a
+            # signal that came (even after the line was complete) as they
+            # would have had it: stop, die, or a Python handler, which may
+            # raise.  If we go on after an interrupted prompt, start it over.
+            sig = atomic_exchange(&_caught, 0)
+            if sig != 0:
+                raise_(sig)
+                PyErr_CheckSignals()
+            if count != _SIGNALLED:
+                break
+            count = 0
+            eof = False
+        if count == -1:
             raise ValueError(f"password is longer than {PASSWORD_MAX_BYTES} bytes")
         if count == 0:
             if eof:

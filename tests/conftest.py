@@ -4,6 +4,7 @@ distributions are built once per session and installed into fresh venvs."""
 from __future__ import annotations
 
 import os
+import select
 import re
 import resource
 import shlex
@@ -64,6 +65,21 @@ def assert_destroyed_key_is_fatal(call: str, setup: str = "") -> None:
         call,
         "print('REACHED')",
     ]), signal.SIGABRT, "destroyed")
+
+
+def drain_pty(master: int, wait: float = 0.0) -> bytes:
+    """What a pty's master side has to read now (or within `wait` seconds
+    of each read), until it has nothing more or the other side is gone."""
+    shown = b""
+    while select.select([master], [], [], wait)[0]:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:   # EIO: no process holds the terminal any more
+            break
+        if not chunk:
+            break
+        shown += chunk
+    return shown
 
 
 def run_threads(work: Callable[[int], None], count: int = 8) -> None:

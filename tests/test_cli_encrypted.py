@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import drain_pty
 from securekeys import SecureBuffer, SecureKey, create_key, read_key, write_key
 from securekeys.crypto import (
     MEMLIMIT_MIN,
@@ -100,14 +101,7 @@ def cli_at_terminal(args: list[str], answers: list[tuple[bytes, bytes]],
             os.write(master, typed)
             after = found + len(prompt)
         out, err = child.communicate(timeout=120)
-        while select.select([master], [], [], 0)[0]:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            shown += chunk
+        shown += drain_pty(master)
         echo = bool(termios.tcgetattr(master)[3] & termios.ECHO)
     finally:
         os.close(master)
