@@ -9,6 +9,7 @@ never exists as a str or bytes.
 
 import os
 import termios
+import threading
 
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport EINTR, errno
@@ -23,6 +24,7 @@ from securekeys._memory cimport SecureBuffer
 from securekeys._wipe cimport wipe_stack_and_registers
 
 PASSWORD_MAX_BYTES = 1024
+_one_prompt = threading.Lock()
 
 cdef enum:
     _COPY_STACK = 1024    # memcpy and read(2)'s wrapper use a few hundred bytes of stack
@@ -159,6 +161,13 @@ def read_password(prompt="Password: "):
     """
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, not {type(prompt).__name__}")
+    # One prompt at a time: the signal actions taken over are the process's,
+    # and two prompts on one terminal could not both be answered anyway.
+    with _one_prompt:
+        return _read_password(prompt)
+
+
+cdef SecureBuffer _read_password(str prompt):
     cdef SecureBuffer line = None
     cdef SecureBuffer result = None
     cdef Py_ssize_t count = 0
@@ -171,27 +180,29 @@ def read_password(prompt="Password: "):
     try:
         line = SecureBuffer(PASSWORD_MAX_BYTES + 1)
         while True:
+            _guard_signals(previous, guarded)   # before echo goes off: no moment without them
             try:
-                old = termios.tcgetattr(fd)
-                new = list(old)
-                new[3] = (new[3] & ~termios.ECHO) | termios.ICANON | termios.ISIG   # a line, and Ctrl-C a signal,
-                new[0] |= termios.ICRNL                                           # even after `stty raw`
-                termios.tcsetattr(fd, termios.TCSAFLUSH, new)
-            except termios.error as exc:     # not an OSError subclass
-                raise OSError(*exc.args) from None
-            _guard_signals(previous, guarded)
-            try:
-                os.write(fd, prompt.encode())
-                buf = line.borrow_write()
                 try:
-                    count = _read_line(fd, buf, PASSWORD_MAX_BYTES, &eof)
+                    old = termios.tcgetattr(fd)
+                    new = list(old)
+                    new[3] = (new[3] & ~termios.ECHO) | termios.ICANON | termios.ISIG   # a line, Ctrl-C a
+                    new[0] |= termios.ICRNL                                           # signal, after `stty raw` too
+                    termios.tcsetattr(fd, termios.TCSAFLUSH, new)
+                except termios.error as exc:     # not an OSError subclass
+                    raise OSError(*exc.args) from None
+                try:
+                    os.write(fd, prompt.encode())
+                    buf = line.borrow_write()
+                    try:
+                        count = _read_line(fd, buf, PASSWORD_MAX_BYTES, &eof)
+                    finally:
+                        line.release_write()
                 finally:
-                    line.release_write()
+                    # TCSAFLUSH also discards anything typed but not read, so that no
+                    # part of an overlong line reaches the next reader of the terminal.
+                    termios.tcsetattr(fd, termios.TCSAFLUSH, old)
+                    os.write(fd, b"\n")     # the newline that echo did not show
             finally:
-                # TCSAFLUSH also discards anything typed but not read, so that no
-                # part of an overlong line reaches the next reader of the terminal.
-                termios.tcsetattr(fd, termios.TCSAFLUSH, old)
-                os.write(fd, b"\n")     # the newline that echo did not show
                 _restore_signals(previous, guarded)
             # Echo is on again and the previous handlers are back: deliver a
             # signal that came (even after the line was complete) as they
