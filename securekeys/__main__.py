@@ -41,7 +41,7 @@ from securekeys.crypto import (
     read_password,
 )
 from securekeys.encrypted import OVERHEAD_BYTES, Header, check_secret
-from securekeys.errors import KeyFileError
+from securekeys.errors import EncryptedKeyFileError, KeyFileError
 from securekeys.files import fill_key_from_encrypted_file, fill_key_from_file
 from securekeys.trust import ENCODINGS, TRUST_POLICIES, Encoding, Trust, describe_access, text_length_words
 
@@ -258,6 +258,9 @@ def _refuse_existing(path: str) -> None:
     # the typing and the Argon2 work when the answer is known already.
     if os.path.lexists(path):
         raise FileExistsError(errno.EEXIST, "refusing to replace an existing file", path)
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(errno.ENOENT, "no such directory", directory)
 
 
 def _encrypted_size(path: str) -> int:
@@ -275,7 +278,12 @@ def _secret(secrets: contextlib.ExitStack, passphrase: bool, kek_file: str | Non
     """The passphrase (typed; twice when `new`) or the KEK (read from
     `kek_file`) for the file at `path`, destroyed when `secrets` closes."""
     if kek_file is not None:
-        return None, secrets.enter_context(read_key(kek_file, AEAD_KEY_BYTES))
+        try:
+            kek = read_key(kek_file, AEAD_KEY_BYTES)
+        except EncryptedKeyFileError:
+            raise KeyFileError(errno.EINVAL, "is itself an encrypted key file: a key-encryption key is "
+                               f"a plain {AEAD_KEY_BYTES}-byte key file", kek_file) from None
+        return None, secrets.enter_context(kek)
     if not passphrase:
         return None, None
     shown = _one_line(path)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DecryptionError", "KeyFileError", "LockError", "SecurityWarning"]
+__all__ = ["DecryptionError", "EncryptedKeyFileError", "KeyFileError", "LockError", "SecurityWarning"]
 
 
 class DecryptionError(ValueError):
@@ -13,6 +13,11 @@ class DecryptionError(ValueError):
 class KeyFileError(OSError):
     """A key file exists but is unsafe or malformed: wrong kind, owner,
     permissions or size.  ``filename`` names the file."""
+
+
+class EncryptedKeyFileError(KeyFileError):
+    """A plain read_key met an encrypted key file: it needs passphrase= or
+    kek= (a program may catch this to ask for the passphrase)."""
 
 
 class LockError(MemoryError):

@@ -39,7 +39,7 @@ from securekeys.encrypted import (
     is_encrypted,
     parse_header,
 )
-from securekeys.errors import DecryptionError, KeyFileError
+from securekeys.errors import DecryptionError, EncryptedKeyFileError, KeyFileError
 from securekeys.trust import (
     Encoding,
     Trust,
@@ -265,7 +265,7 @@ def _open_checked(path: StrOrBytesPath, size: int, trust: Trust, encoding: Encod
             os.close(fd)
         # No local names the new exception: its traceback holds this frame.
         if inside is not None and not encrypted:
-            raise KeyFileError(errno.EINVAL, "an encrypted key file (it starts with SKEYENC) of a "
+            raise EncryptedKeyFileError(errno.EINVAL, "an encrypted key file (it starts with SKEYENC) of a "
                                f"{inside}-byte key if it is whole: pass passphrase= or kek="
                                + ("" if inside == size else f", and size={inside}"), path) from None
         if inside is not None:
@@ -305,7 +305,7 @@ def _refuse_encrypted(key: SecureKey, path: str | bytes) -> None:
     (read_key's C path leaves such a file to this one).  Looked at in place."""
     if key.size > OVERHEAD_BYTES and is_encrypted(key):
         inside = key.size - OVERHEAD_BYTES
-        raise KeyFileError(errno.EINVAL, "an encrypted key file (it starts with SKEYENC) of a "
+        raise EncryptedKeyFileError(errno.EINVAL, "an encrypted key file (it starts with SKEYENC) of a "
                            f"{inside}-byte key if it is whole: pass passphrase= or kek=, and size={inside}", path)
 
 

@@ -265,6 +265,10 @@ def test_rewrap_never_replaces_and_asks_nothing(private_dir: Path, new_secret: l
      "key-encryption key, or the file was changed (every byte is authenticated)"),
     (["create", "k", "--kek", "kek"], "k: refusing to replace an existing file"),
     (["create", "new", "--kek", "short"], "short: wrong size: expected 32 bytes, the file has 16"),
+    (["create", "new", "--kek", "enc"], "enc: is itself an encrypted key file: a key-encryption key is a plain "
+                                        "32-byte key file"),
+    (["create", "nodir/new", "--kek", "kek"], "nodir: no such directory"),
+    (["create", "nodir/new", "--passphrase"], "nodir: no such directory"),   # before any prompt
 ])
 def test_errors_are_one_line_and_write_nothing(private_dir: Path, args: list[str], message: str) -> None:
     make_file(private_dir / "k", os.urandom(SIZE))

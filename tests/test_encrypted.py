@@ -17,7 +17,7 @@ from conftest import assert_dies, run_python
 from test_crypto import secure
 from test_crypto_stack import SCAN
 from test_files import key_bytes, make_file, mappings, open_fds
-from securekeys import KeyFileError, SecureBuffer, create_key, read_key, write_key
+from securekeys import EncryptedKeyFileError, KeyFileError, SecureBuffer, create_key, read_key, write_key
 from securekeys import crypto
 from securekeys._memory import live_buffers
 from securekeys.crypto import DecryptionError
@@ -265,8 +265,8 @@ def test_truncated_and_extended_files(private_dir: Path, kek: SecureBuffer, chan
 def test_plain_read_of_an_encrypted_file_says_what_to_pass(private_dir: Path, kek: SecureBuffer) -> None:
     path = private_dir / "k.enc"
     write_key(path, create_key(32), kek=kek)
-    with pytest.raises(KeyFileError, match="an encrypted key file .* of a 32-byte key if it is whole: "
-                                           "pass passphrase= or kek=: "):
+    with pytest.raises(EncryptedKeyFileError, match="an encrypted key file .* of a 32-byte key if it is whole: "
+                                                    "pass passphrase= or kek=: "):
         read_key(path, 32)
     with pytest.raises(KeyFileError, match="of a 32-byte key if it is whole: pass passphrase= or kek=, and size=32"):
         read_key(path, 16)
@@ -287,7 +287,7 @@ def test_plain_read_at_the_encrypted_size_is_refused(private_dir: Path, kek: Sec
     live = live_buffers()
     for read in (lambda: read_key(path, 120, trust=trust),   # type: ignore[arg-type]
                  lambda: KeyRing(120).read_key(path, trust=trust)):   # type: ignore[arg-type]
-        with pytest.raises(KeyFileError, match="encrypted key file .* of a 32-byte key .* and size=32"):
+        with pytest.raises(EncryptedKeyFileError, match="encrypted key file .* of a 32-byte key .* and size=32"):
             read()
     gc.collect()
     assert live_buffers() == live
