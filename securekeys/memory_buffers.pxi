@@ -87,7 +87,6 @@ cdef bint _destroy_buffer(SecureBuffer buf) noexcept:
 # the key; a SecureBuffer itself never closes a cycle (its only reference is
 # to a KeyRing, which holds none).
 @cython.no_gc_clear
-@cython.no_gc_clear
 cdef class SecureBuffer:
     """A fixed-size buffer in guarded, locked, never-dumped memory.
 
