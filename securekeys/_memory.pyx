@@ -30,8 +30,8 @@ from posix.mman cimport (
     MADV_DONTDUMP, MADV_WIPEONFORK, MADV_DONTFORK, MADV_HUGEPAGE,
 )
 from posix.signal cimport sigaction, sigaction_t, sigemptyset, siginfo_t, SA_ONSTACK, SA_SIGINFO
-from posix.fcntl cimport O_CLOEXEC, O_NOCTTY, O_NONBLOCK, O_RDONLY
-from posix.stat cimport fstat, struct_stat, S_ISREG
+from posix.fcntl cimport AT_SYMLINK_NOFOLLOW, O_CLOEXEC, O_NOCTTY, O_NONBLOCK, O_RDONLY
+from posix.stat cimport fstat, fstatat, struct_stat, S_ISREG
 from posix.types cimport off_t
 from posix.unistd cimport close, ftruncate, geteuid, pause, read, sysconf, write, _SC_PAGESIZE
 

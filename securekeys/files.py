@@ -26,6 +26,7 @@ from securekeys._memory import (
     _encode_text,
     _openat2,
     _read_key_strict,
+    _unlink_if_same,
     _text_lengths,
 )
 from securekeys.crypto import MEMLIMIT_MODERATE, OPSLIMIT_MODERATE
@@ -400,6 +401,9 @@ def _read_text(key: SecureKey, fd: int, st: os.stat_result, path: str | bytes, e
             raise OSError(e.errno, e.strerror, path) from None
         if not complete:
             raise KeyFileError(errno.EINVAL, "the file changed while the key was read: try again", path)
+        if is_encrypted(text):   # 120 bytes is also the hex of a 60-byte key, the base64 of a 90-byte one
+            raise EncryptedKeyFileError(errno.EINVAL, "an encrypted key file (it starts with SKEYENC), not "
+                                        f"{encoding} text: pass passphrase= or kek=, without encoding=", path)
         verdict, number = _decode_text(key, text, got, encoding)
     finally:
         text.destroy()
@@ -494,7 +498,11 @@ def write_key(path: StrOrBytesPath, key: SecureBuffer, *, encoding: Encoding = "
     elif encoding != "raw":
         check_options("strict", encoding)
         content = text = _encode_text(key, encoding)   # borrows the key, as above
-    placed: list[os.stat_result] = []   # the new file, from just before it is linked into place
+    # Prepared before anything exists, so that taking the file back is one
+    # C call with no Python before it: a second signal handler raising there
+    # cannot skip it.
+    target = os.fsencode(os.fspath(path))
+    placed: list[tuple[int, int]] = []   # the new file's (st_dev, st_ino), from just before its link
     try:
         try:
             _write_key(path, content, placed)
@@ -503,22 +511,14 @@ def write_key(path: StrOrBytesPath, key: SecureBuffer, *, encoding: Encoding = "
                 text.destroy()
     except BaseException:
         # A signal handler may raise after the link too (as close(2)
-        # returns): when write_key raises, the file it linked goes.
-        _take_back(path, placed)
+        # returns): when write_key raises, the file it linked goes, and only
+        # that file (the identity is checked in the same C call).
+        if placed:
+            _unlink_if_same(_AT_FDCWD, target, *placed[0])
         raise
 
 
-def _take_back(path: StrOrBytesPath, placed: list[os.stat_result]) -> None:
-    """Unlink the file write_key linked at `path`, unless `path` is no
-    longer that file."""
-    if placed:
-        with contextlib.suppress(OSError):   # the first error is the one to report
-            there = os.lstat(path)
-            if (there.st_dev, there.st_ino) == (placed[0].st_dev, placed[0].st_ino):
-                os.unlink(path)
-
-
-def _write_key(path: StrOrBytesPath, key: SecureBuffer | bytes, placed: list[os.stat_result]) -> None:
+def _write_key(path: StrOrBytesPath, key: SecureBuffer | bytes, placed: list[tuple[int, int]]) -> None:
     where = os.fspath(path)
     directory, name = os.path.split(os.fsencode(where))
     try:
@@ -540,14 +540,14 @@ def _write_key(path: StrOrBytesPath, key: SecureBuffer | bytes, placed: list[os.
         raise OSError(e.errno, e.strerror, where) from None
 
 
-def _write_in(dir_fd: int, name: bytes, key: SecureBuffer | bytes, placed: list[os.stat_result]) -> None:
+def _write_in(dir_fd: int, name: bytes, key: SecureBuffer | bytes, placed: list[tuple[int, int]]) -> None:
     try:
         os.lstat(name, dir_fd=dir_fd)
     except FileNotFoundError:
         pass
     else:
         raise FileExistsError(errno.EEXIST, "refusing to replace an existing file")
-    fd, temp, linked = -1, None, False
+    fd, temp = -1, None
     try:
         # Borrowed before any file exists: borrowing a destroyed key is fatal
         # and must not leave an empty file behind.
@@ -558,11 +558,11 @@ def _write_in(dir_fd: int, name: bytes, key: SecureBuffer | bytes, placed: list[
             while written < len(view):
                 written += os.write(fd, view[written:])
         os.fsync(fd)
-        # Set before the link: an exception raised by a signal handler as
-        # link(2) returns must still take the link back (_unlink_if_same
+        # Recorded before the link: an exception raised by a signal handler
+        # as link(2) returns must still take the link back (_unlink_if_same
         # leaves a name that is not this file alone).
-        linked = True
-        placed.append(os.fstat(fd))
+        ours = os.fstat(fd)
+        placed.append((ours.st_dev, ours.st_ino))
         if temp is None:   # the unnamed file gets its only name; never replaces (EEXIST)
             os.link(b"/proc/self/fd/%d" % fd, name, dst_dir_fd=dir_fd)
         else:
@@ -572,9 +572,8 @@ def _write_in(dir_fd: int, name: bytes, key: SecureBuffer | bytes, placed: list[
             temp = None
         os.fsync(dir_fd)
     except BaseException:
-        if linked:
-            with contextlib.suppress(OSError):   # the first error is the one to report
-                _unlink_if_same(fd, dir_fd, name)
+        if placed:
+            _unlink_if_same(dir_fd, name, *placed[0])
         if temp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(temp, dir_fd=dir_fd)
@@ -597,10 +596,3 @@ def _new_file(dir_fd: int, name: bytes) -> tuple[int, bytes | None]:
     room = os.fpathconf(dir_fd, "PC_NAME_MAX") - _TEMP_EXTRA
     temp = b".%s.%s.tmp" % (name[:room], secrets.token_hex(8).encode())
     return os.open(temp, _TEMP_FLAGS, _KEY_MODE, dir_fd=dir_fd), temp
-
-
-def _unlink_if_same(fd: int, dir_fd: int, name: bytes) -> None:
-    """Take back the link we made, unless someone has replaced it since."""
-    ours, there = os.fstat(fd), os.lstat(name, dir_fd=dir_fd)
-    if (ours.st_dev, ours.st_ino) == (there.st_dev, there.st_ino):
-        os.unlink(name, dir_fd=dir_fd)

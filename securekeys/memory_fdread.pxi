@@ -40,6 +40,24 @@ cdef bytes _c_path(object path):
     return encoded
 
 
+def _unlink_if_same(int dir_fd, bytes name, unsigned long long dev, unsigned long long ino):
+    """Unlink `name` (relative to `dir_fd`; -100: the working directory) if
+    it is still the file (dev, ino); True when it was unlinked.  write_key's
+    take-back: in C, so that no Python signal handler can run between the
+    look and the unlink (a second Ctrl-C there would leave the key file).
+    Errors (the name gone, or not ours) are no unlink."""
+    cdef const char *c_name = name
+    cdef struct_stat st
+    cdef int rc = -1
+    if b"\0" in name:
+        return False
+    with nogil:
+        if (fstatat(dir_fd, c_name, &st, AT_SYMLINK_NOFOLLOW) == 0
+                and <unsigned long long>st.st_dev == dev and <unsigned long long>st.st_ino == ino):
+            rc = system.unlinkat(dir_fd, c_name, 0)
+    return rc == 0
+
+
 RESOLVE_NO_XDEV = system.RESOLVE_NO_XDEV
 RESOLVE_NO_MAGICLINKS = system.RESOLVE_NO_MAGICLINKS
 RESOLVE_NO_SYMLINKS = system.RESOLVE_NO_SYMLINKS

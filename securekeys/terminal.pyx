@@ -13,7 +13,7 @@ import threading
 
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport EINTR, errno
-from libc.signal cimport SIG_IGN, SIGALRM, SIGHUP, SIGQUIT, SIGTERM, SIGTSTP, SIGTTIN, SIGTTOU, raise_
+from libc.signal cimport SIG_IGN, SIGALRM, SIGCONT, SIGHUP, SIGQUIT, SIGTERM, SIGTSTP, SIGTTIN, SIGTTOU, raise_
 from libc.string cimport memcpy, memset
 from posix.signal cimport sigaction, sigaction_t, sigemptyset
 
@@ -46,18 +46,22 @@ cdef enum:
 # KeyboardInterrupt, and the `finally` restores the terminal.
 
 cdef extern from "stdatomic.h" nogil:
-    ctypedef int atomic_int "atomic_int"
-    int atomic_exchange(atomic_int *obj, int desired)
-    int atomic_load(atomic_int *obj)
-    void atomic_store(atomic_int *obj, int desired)
+    ctypedef unsigned long atomic_ulong "atomic_ulong"
+    unsigned long atomic_exchange(atomic_ulong *obj, unsigned long desired)
+    unsigned long atomic_load(atomic_ulong *obj)
+    unsigned long atomic_fetch_or(atomic_ulong *obj, unsigned long arg)
 
-cdef int _GUARDED[7]
-_GUARDED[:] = [SIGALRM, SIGHUP, SIGQUIT, SIGTERM, SIGTSTP, SIGTTIN, SIGTTOU]
-cdef atomic_int _caught = 0       # the guarded signal that came during the prompt, or 0
+cdef enum:
+    _GUARDED_COUNT = 8
+cdef int _GUARDED[_GUARDED_COUNT]
+# SIGCONT too: a SIGSTOP (a debugger, `kill -STOP`) cannot be caught, but the
+# shell turns echo on when the job stops, so a continued prompt starts over.
+_GUARDED[:] = [SIGALRM, SIGHUP, SIGQUIT, SIGTERM, SIGTSTP, SIGTTIN, SIGTTOU, SIGCONT]
+cdef atomic_ulong _caught = 0     # the guarded signals that came during the prompt, one bit each
 
 
 cdef void _note_signal(int sig) noexcept nogil:
-    atomic_store(&_caught, sig)
+    atomic_fetch_or(&_caught, 1UL << sig)
 
 
 cdef int _guard_signals(sigaction_t *previous, bint *guarded) except -1:
@@ -69,8 +73,8 @@ cdef int _guard_signals(sigaction_t *previous, bint *guarded) except -1:
     noting.sa_handler = _note_signal
     noting.sa_flags = 0              # no SA_RESTART: poll(2) returns EINTR at once
     sigemptyset(&noting.sa_mask)
-    atomic_store(&_caught, 0)
-    for i in range(7):
+    atomic_exchange(&_caught, 0)
+    for i in range(_GUARDED_COUNT):
         guarded[i] = False
         if sigaction(_GUARDED[i], NULL, &previous[i]) != 0:
             _restore_signals(previous, guarded)
@@ -85,11 +89,46 @@ cdef int _guard_signals(sigaction_t *previous, bint *guarded) except -1:
 
 
 cdef void _restore_signals(const sigaction_t *previous, bint *guarded) noexcept nogil:
+    # Put back what was there, unless the application installed something
+    # else meanwhile (a Python handler run during the prompt may call
+    # signal.signal): then its choice stays.
+    cdef sigaction_t now
     cdef int i
-    for i in range(7):
+    for i in range(_GUARDED_COUNT):
         if guarded[i]:
-            sigaction(_GUARDED[i], &previous[i], NULL)   # cannot fail: it was in place before
+            if sigaction(_GUARDED[i], NULL, &now) == 0 and now.sa_handler == _note_signal:
+                sigaction(_GUARDED[i], &previous[i], NULL)   # cannot fail: it was in place before
             guarded[i] = False
+
+
+cdef int _deliver(unsigned long caught) except -1:
+    # Each signal that came during the prompt, now that echo is on and the
+    # previous actions are back, as they would have had it: stop, die, or a
+    # Python handler, which may raise.
+    cdef int sig
+    for sig in range(1, 64):
+        if caught & (1UL << sig):
+            raise_(sig)
+    PyErr_CheckSignals()
+    return 0
+
+
+cdef bint _try_set_terminal(int fd, list attributes) except -1:
+    # tcsetattr; False when a signal interrupted it (noted if it is one of
+    # ours: SIGTTOU when the process is in the background).
+    try:
+        termios.tcsetattr(fd, termios.TCSAFLUSH, attributes)
+        return True
+    except termios.error as exc:     # not an OSError subclass
+        if exc.args[0] == EINTR:
+            return False
+        raise OSError(*exc.args) from None
+
+
+cdef int _set_terminal(int fd, list attributes) except -1:
+    while not _try_set_terminal(fd, attributes):
+        PyErr_CheckSignals()
+    return 0
 
 
 cdef int _wait_for_input(int fd) except -1:
@@ -154,15 +193,25 @@ def read_password(prompt="Password: "):
     on end of file before any input.
 
     Echo is never left off: a signal that stops or ends the process at the
-    prompt (Ctrl-Z, Ctrl-\\, SIGTERM, SIGHUP, SIGALRM) first restores the
-    terminal, then acts as it would have; after `fg` (or a Python handler
-    that returns) the prompt starts over.  A terminal left in raw mode still
-    reads a line (Enter ends it, Ctrl-C interrupts).
+    prompt (Ctrl-Z, Ctrl-\\, SIGTERM, SIGHUP, SIGALRM, SIGTTOU in the
+    background) first restores the terminal, then acts as it would have
+    (every one that came; a handler the application installed meanwhile is
+    the one that acts); after `fg` (also after SIGSTOP) or a Python handler
+    that returns, the prompt starts over.  A terminal left in raw mode still
+    reads a line (Enter ends it, Ctrl-C interrupts).  RuntimeError off the
+    main thread (where Python handles signals: a prompt elsewhere could be
+    left with echo off); prompts are served one at a time.
     """
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, not {type(prompt).__name__}")
-    # One prompt at a time: the signal actions taken over are the process's,
-    # and two prompts on one terminal could not both be answered anyway.
+    # The main thread only: it is where Python runs signal handlers, and where
+    # Ctrl-C ends the process; a prompt on another thread could be left
+    # behind with echo off.  One prompt at a time: the signal actions taken
+    # over are the process's, and two prompts on one terminal could not both
+    # be answered anyway.
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("read_password() runs on the main thread only (where signals are handled: "
+                           "a prompt on another thread could leave the terminal's echo off)")
     with _one_prompt:
         return _read_password(prompt)
 
@@ -173,48 +222,51 @@ cdef SecureBuffer _read_password(str prompt):
     cdef Py_ssize_t count = 0
     cdef unsigned char *buf
     cdef bint eof = False
-    cdef sigaction_t previous[7]
-    cdef bint guarded[7]
-    cdef int sig
+    cdef sigaction_t previous[_GUARDED_COUNT]
+    cdef bint guarded[_GUARDED_COUNT]
+    cdef bint restore_later = False
+    cdef unsigned long caught
     fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
     try:
         line = SecureBuffer(PASSWORD_MAX_BYTES + 1)
         while True:
+            count = _SIGNALLED
+            restore_later = False
             _guard_signals(previous, guarded)   # before echo goes off: no moment without them
             try:
                 try:
                     old = termios.tcgetattr(fd)
-                    new = list(old)
-                    new[3] = (new[3] & ~termios.ECHO) | termios.ICANON | termios.ISIG   # a line, Ctrl-C a
-                    new[0] |= termios.ICRNL                                           # signal, after `stty raw` too
-                    termios.tcsetattr(fd, termios.TCSAFLUSH, new)
                 except termios.error as exc:     # not an OSError subclass
                     raise OSError(*exc.args) from None
-                try:
-                    os.write(fd, prompt.encode())
-                    buf = line.borrow_write()
+                new = list(old)
+                new[3] = (new[3] & ~termios.ECHO) | termios.ICANON | termios.ISIG   # a line, Ctrl-C a
+                new[0] |= termios.ICRNL                                           # signal, after `stty raw` too
+                if _try_set_terminal(fd, new):   # False: a signal came first (SIGTTOU in the background)
                     try:
-                        count = _read_line(fd, buf, PASSWORD_MAX_BYTES, &eof)
+                        os.write(fd, prompt.encode())
+                        buf = line.borrow_write()
+                        try:
+                            count = _read_line(fd, buf, PASSWORD_MAX_BYTES, &eof)
+                        finally:
+                            line.release_write()
                     finally:
-                        line.release_write()
-                finally:
-                    # TCSAFLUSH also discards anything typed but not read, so that no
-                    # part of an overlong line reaches the next reader of the terminal.
-                    termios.tcsetattr(fd, termios.TCSAFLUSH, old)
-                    os.write(fd, b"\n")     # the newline that echo did not show
+                        # TCSAFLUSH also discards anything typed but not read, so that no
+                        # part of an overlong line reaches the next reader of the terminal.
+                        restore_later = not _try_set_terminal(fd, old)
+                        os.write(fd, b"\n")     # the newline that echo did not show
             finally:
                 _restore_signals(previous, guarded)
-            # Echo is on again and the previous handlers are back: deliver a
-            # signal that came (even after the line was complete) as they
-            # would have had it: stop, die, or a Python handler, which may
-            # raise.  If we go on after an interrupted prompt, start it over.
-            sig = atomic_exchange(&_caught, 0)
-            if sig != 0:
-                raise_(sig)
-                PyErr_CheckSignals()
+                if restore_later:
+                    _set_terminal(fd, old)   # with the previous actions: in the background, that stops us
+                # Delivered even when the prompt ends in an exception (Ctrl-C
+                # after a SIGTERM): no signal that came is lost.
+                caught = atomic_exchange(&_caught, 0)
+                if caught:
+                    _deliver(caught)
+            PyErr_CheckSignals()
             if count != _SIGNALLED:
                 break
-            count = 0
+            count = 0      # go on after fg (or a handler that returned): the prompt starts over
             eof = False
         if count == -1:
             raise ValueError(f"password is longer than {PASSWORD_MAX_BYTES} bytes")

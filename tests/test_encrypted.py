@@ -322,6 +322,18 @@ def test_encrypted_read_with_the_wrong_size_names_the_size_inside(private_dir: P
         assert "plain" not in str(info.value)
 
 
+@pytest.mark.parametrize("encoding, size", [("hex", 60), ("base64", 90), ("base64url", 90)])
+def test_a_plain_text_read_of_an_encrypted_file_is_encrypted_key_file_error(
+        private_dir: Path, encoding: str, size: int) -> None:
+    # A 32-byte key's encrypted file is 120 bytes: exactly the text length of
+    # a 60-byte key in hex or a 90-byte key in base64.
+    path = private_dir / "e"
+    write_key(path, create_key(32), kek=create_key(32))
+    assert path.stat().st_size == 120
+    with pytest.raises(EncryptedKeyFileError):
+        read_key(path, size, encoding=encoding)
+
+
 def test_bad_arguments(private_dir: Path, passphrase: SecureBuffer, kek: SecureBuffer) -> None:
     key = create_key(32)
     path = private_dir / "k.enc"

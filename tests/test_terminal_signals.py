@@ -7,10 +7,15 @@
 - A signal handler that raises as write_key's last close(2) returns: either
   write_key returned with the file in place, or it raised and left nothing.
 - read_password takes a passphrase of exactly PASSWORD_MAX_BYTES.
+- While a prompt is up, every signal that comes is delivered as it would
+  have been (both of two at once; SIGTTOU in the background stops the job),
+  a handler installed meanwhile stays, SIGSTOP then fg does not echo, and a
+  prompt runs on the main thread only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import pty
@@ -20,7 +25,10 @@ import signal
 import subprocess
 import sys
 import termios
+import textwrap
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -63,6 +71,24 @@ def _read_until(master: int, wanted: bytes, shown: bytes = b"", timeout: float =
     return shown
 
 
+def _interactive_bash(cwd: Path) -> tuple[int, int]:
+    """An interactive bash (job control: Ctrl-Z, fg) on a new pty, in `cwd`:
+    (pid, master).  Skips the test where there is no bash."""
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("needs bash")
+    pid, master = pty.fork()
+    if pid == 0:   # pragma: no cover - the child: an interactive shell
+        try:
+            os.chdir(cwd)
+            os.execve(bash, [bash, "--norc", "--noprofile", "-i"],
+                      {"PATH": os.environ["PATH"], "PS1": "SH$ ", "TERM": "dumb", "HOME": str(cwd),
+                       "PYTHONPATH": str(ROOT)})
+        finally:
+            os._exit(127)
+    return pid, master
+
+
 def _echo(master: int) -> bool:
     return bool(termios.tcgetattr(master)[3] & termios.ECHO)
 
@@ -96,18 +122,7 @@ def test_ctrl_z_then_fg_does_not_echo_the_passphrase(tmp_path: Path) -> None:
     # foreground job stops, and `fg` does not give the job its modes back:
     # a program that turned echo off must turn it off again on SIGCONT
     # (as OpenSSH's readpassphrase does).
-    bash = shutil.which("bash")
-    if bash is None:
-        pytest.skip("needs bash")
-    pid, master = pty.fork()
-    if pid == 0:   # pragma: no cover - the child: an interactive shell
-        try:
-            os.chdir(tmp_path)
-            os.execve(bash, [bash, "--norc", "--noprofile", "-i"],
-                      {"PATH": os.environ["PATH"], "PS1": "SH$ ", "TERM": "dumb", "HOME": str(tmp_path),
-                       "PYTHONPATH": str(ROOT)})
-        finally:
-            os._exit(127)
+    pid, master = _interactive_bash(tmp_path)
     try:
         shown = _read_until(master, b"SH$ ")
         os.write(master, f"{sys.executable} -m securekeys create k --passphrase\n".encode())
@@ -158,3 +173,181 @@ def test_read_password_takes_exactly_max_bytes() -> None:
     output, status = run_in_pty(answer, answer + b"\n")
     assert os.waitstatus_to_exitcode(status) == 0, output
     assert b"RESULT 1024 True READONLY" in output, output[-300:]
+
+
+# -- signals while a prompt is up, delivered as before ---------------------------
+
+def _spawn(code: str) -> tuple[int, int]:
+    """`code` in a child whose controlling terminal is a new pty: (pid, master)."""
+    pid, master = pty.fork()
+    if pid == 0:   # pragma: no cover - the child
+        try:
+            os.chdir(ROOT)
+            os.execv(sys.executable, [sys.executable, "-c", textwrap.dedent(code)])
+        finally:
+            os._exit(127)
+    return pid, master
+
+
+def _reap(pid: int, timeout: float = 30) -> int | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.05)
+    return None
+
+
+@contextlib.contextmanager
+def _child_at_terminal(code: str) -> Iterator[tuple[int, int]]:
+    """_spawn(code); the child is killed and the terminal closed afterwards."""
+    pid, master = _spawn(code)
+    try:
+        yield pid, master
+    finally:
+        _kill(pid)
+        os.close(master)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
+def test_a_handler_installed_during_the_prompt_stays() -> None:
+    # A Python handler that runs during the prompt (here SIGUSR1's, run by
+    # read_password's own poll loop) installs a SIGTERM handler: after the
+    # prompt it is the one in force, not the pre-prompt SIG_DFL.
+    with _child_at_terminal("""
+        import os, signal, time
+        from securekeys.crypto import read_password
+        def on_term(signum, frame):
+            print("HANDLED SIGTERM", flush=True)
+        def on_usr1(signum, frame):
+            signal.signal(signal.SIGTERM, on_term)
+            print("INSTALLED", flush=True)
+        signal.signal(signal.SIGUSR1, on_usr1)
+        pw = read_password("Secret: ")
+        print("GOT", pw.size, signal.getsignal(signal.SIGTERM) is on_term, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)
+        print("ALIVE", flush=True)
+    """) as (pid, master):
+        shown = _read_until(master, b"Secret: ")
+        time.sleep(0.3)
+        os.kill(pid, signal.SIGUSR1)
+        shown = _read_until(master, b"INSTALLED", shown)
+        os.write(master, b"hunter2\n")
+        shown = _read_until(master, b"GOT", shown)
+        status = _reap(pid)
+        shown += drain_pty(master, 0.2)
+        assert status is not None
+        assert os.WIFEXITED(status) and b"HANDLED SIGTERM" in shown, (
+            f"the SIGTERM handler installed during the prompt was undone: status {status}, {shown!r}")
+
+
+def test_two_guarded_signals_at_the_prompt_both_act() -> None:
+    # SIGTERM (default: die) and SIGHUP (a handler that returns) arrive
+    # together (sent while the process is stopped): each is delivered, so
+    # the process dies of SIGTERM rather than going on with the prompt.
+    with _child_at_terminal("""
+        import signal
+        from securekeys.crypto import read_password
+        signal.signal(signal.SIGHUP, lambda s, f: print("HUP HANDLED", flush=True))
+        pw = read_password("Secret: ")
+        print("RETURNED", pw.size, flush=True)
+    """) as (pid, master):
+        shown = _read_until(master, b"Secret: ")
+        time.sleep(0.3)
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(0.2)
+        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGHUP)
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(1.0)
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if not done:
+            os.write(master, b"hunter2\n")
+            status = _reap(pid)
+        shown += drain_pty(master, 0.2)
+        assert status is not None and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM, (
+            f"SIGTERM at the prompt was lost: status {status}, terminal {shown!r}")
+
+
+def test_a_background_prompt_stops_on_sigttou() -> None:
+    # A job in the background (`cmd &`, or Ctrl-Z then `bg`): changing the
+    # terminal's modes sends SIGTTOU, which stops the process (as it would
+    # without read_password; `fg` then gets the prompt), not an OSError.
+    with _child_at_terminal("""
+        import os, signal, sys, time
+        leader = os.getpid()
+        child = os.fork()
+        if child == 0:
+            os.setpgid(0, 0)          # a background process group of the session
+            from securekeys.crypto import read_password
+            try:
+                read_password("Secret: ")
+                print("RETURNED", flush=True)
+            except BaseException as exc:
+                print("RAISED", type(exc).__name__, exc, flush=True)
+            os._exit(0)
+        _, status = os.waitpid(child, os.WUNTRACED)
+        if os.WIFSTOPPED(status):
+            print("STOPPED", signal.Signals(os.WSTOPSIG(status)).name, flush=True)
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+        print("DONE", flush=True)
+    """) as (pid, master):
+        shown = _read_until(master, b"DONE")
+        assert b"STOPPED SIGTTOU" in shown, f"a background prompt did not stop on SIGTTOU: {shown!r}"
+
+
+def test_sigstop_then_fg_does_not_echo_the_passphrase(tmp_path: Path) -> None:
+    # kill -STOP (a debugger, a job-control tool) instead of Ctrl-Z: bash
+    # turns echo back on when its job stops; on SIGCONT the prompt starts
+    # over with echo off.
+    script = tmp_path / "p.py"
+    script.write_text("import os\nfrom securekeys.crypto import read_password\n"
+                      "print('PID', os.getpid(), flush=True)\nread_password('Secret: ')\nprint('GOT')\n")
+    pid, master = _interactive_bash(tmp_path)
+    try:
+        shown = _read_until(master, b"SH$ ")
+        os.write(master, f"{sys.executable} {script}\n".encode())
+        shown = _read_until(master, b"Secret: ", shown)
+        child = int(shown.split(b"PID ")[1].split()[0])
+        time.sleep(0.5)
+        os.kill(child, signal.SIGSTOP)
+        shown = _read_until(master, b"SH$ ", shown[shown.index(b"Secret: "):])
+        os.write(master, b"fg\n")
+        time.sleep(1.0)
+        os.write(master, b"hunter2-typed-after-fg\n")
+        time.sleep(1.0)
+        shown += drain_pty(master, 0.5)
+        os.write(master, b"exit\n")
+    finally:
+        os.close(master)
+        _kill(pid)
+    assert b"hunter2-typed-after-fg" not in shown, f"the passphrase was echoed: {shown!r}"
+
+
+def test_read_password_runs_on_the_main_thread_only() -> None:
+    # Elsewhere a Ctrl-C (KeyboardInterrupt in the main thread, which may
+    # end the process) or a signal handler could leave the prompt behind
+    # with echo off.
+    from securekeys.crypto import read_password
+    raised: list[BaseException] = []
+
+    def prompt() -> None:
+        try:
+            read_password("Secret: ")
+        except BaseException as exc:
+            raised.append(exc)
+    thread = threading.Thread(target=prompt)
+    thread.start()
+    thread.join()
+    assert len(raised) == 1 and isinstance(raised[0], RuntimeError), raised
+    assert "main thread" in str(raised[0])

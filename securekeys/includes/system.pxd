@@ -68,6 +68,10 @@ cdef extern from *:
         RESOLVE_NO_SYMLINKS "SECUREKEYS_RESOLVE_NO_SYMLINKS"
         RESOLVE_BENEATH "SECUREKEYS_RESOLVE_BENEATH"
 
+cdef extern from "unistd.h" nogil:
+    int unlinkat(int dirfd, const char *pathname, int flags)
+
+
 cdef extern from "poll.h" nogil:
     struct pollfd:
         int fd
