@@ -9,113 +9,148 @@ never exists as a str or bytes.
 
 import os
 import termios
-import threading
 
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport EINTR, errno
-from libc.signal cimport SIG_IGN, SIGALRM, SIGCONT, SIGHUP, SIGQUIT, SIGTERM, SIGTSTP, SIGTTIN, SIGTTOU, raise_
+from libc.signal cimport (SIG_DFL, SIGABRT, SIGBUS, SIGCHLD, SIGFPE, SIGILL, SIGKILL, SIGSEGV, SIGSTOP,
+                          SIGSYS, SIGTRAP, SIGURG, SIGWINCH, raise_)
 from libc.string cimport memcpy, memset
-from posix.signal cimport sigaction, sigaction_t, sigemptyset
+from posix.signal cimport sigaction, sigaction_t, sigemptyset, SA_SIGINFO
 
 from securekeys._checks cimport raise_errno
 from securekeys._fdio cimport read_retrying
 from securekeys.includes cimport system
 from securekeys._memory cimport SecureBuffer
+from securekeys.includes cimport sodium
 from securekeys._wipe cimport wipe_stack_and_registers
 
 PASSWORD_MAX_BYTES = 1024
-_one_prompt = threading.Lock()
 
 cdef enum:
     _COPY_STACK = 1024    # memcpy and read(2)'s wrapper use a few hundred bytes of stack
     _SIGNAL_SLICE_MS = 100
-    _SIGNALLED = -3       # _read_line: a guarded signal came; the terminal must be restored first
+    _SIGNALLED = -3       # _read_line: a deferred signal came; the terminal must be restored first
+    _SIGNALS = 65         # Linux: signals 1..64
 
 
 # -- signals while echo is off -----------------------------------------------------
 #
-# Echo is off while the passphrase is typed.  A signal that stops or ends the
-# process there would leave the terminal without echo (SIGQUIT, SIGTERM,
-# SIGHUP, SIGALRM), or let the shell turn echo back on while we keep reading
-# (Ctrl-Z, then fg: what is typed after fg would show).  So while the prompt
-# is up these signals only note themselves; the reader then restores the
-# terminal and the previous handlers, and delivers the signal again as they
-# would have had it: the process stops or dies with echo on, or a Python
-# handler runs.  If the process goes on (fg, or a handler that returns), the
-# prompt starts over, echo off again.  SIGINT stays Python's: Ctrl-C is
-# KeyboardInterrupt, and the `finally` restores the terminal.
+# Echo is off while the passphrase is typed.  A signal whose action is the
+# default one would stop or end the process there: it would die with the
+# terminal's echo off (SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, a realtime
+# signal, ...), or stop and let the shell turn echo on while we go on
+# reading after `fg` (Ctrl-Z, SIGTTOU in the background, SIGSTOP then
+# SIGCONT).  So while the prompt is up, every signal at its default action
+# (but those that cannot wait: SIGKILL, SIGSTOP, the faults) only notes
+# itself; the reader restores the terminal and the previous actions, then
+# delivers each signal that came, to act as it would have: the process stops
+# or dies with echo on.  If it goes on (fg), the prompt starts over, what was
+# typed wiped.  A signal with a Python handler (Ctrl-C's KeyboardInterrupt, an
+# application's SIGTERM or SIGALRM handler) is left alone: Python runs the
+# handler in the wait loop; if it raises, the terminal is restored on the way
+# out; if it returns, the prompt goes on, nothing lost.  A Python handler may
+# also change actions during the prompt: they are looked at again after every
+# wait, so a signal reset to its default is deferred too, and one the
+# application took over stays the application's.
 
 cdef extern from "stdatomic.h" nogil:
-    ctypedef unsigned long atomic_ulong "atomic_ulong"
-    unsigned long atomic_exchange(atomic_ulong *obj, unsigned long desired)
-    unsigned long atomic_load(atomic_ulong *obj)
-    unsigned long atomic_fetch_or(atomic_ulong *obj, unsigned long arg)
+    ctypedef int atomic_int "atomic_int"
+    int atomic_exchange(atomic_int *obj, int desired)
+    int atomic_load(atomic_int *obj)
+    void atomic_store(atomic_int *obj, int desired)
 
-cdef enum:
-    _GUARDED_COUNT = 8
-cdef int _GUARDED[_GUARDED_COUNT]
-# SIGCONT too: a SIGSTOP (a debugger, `kill -STOP`) cannot be caught, but the
-# shell turns echo on when the job stops, so a continued prompt starts over.
-_GUARDED[:] = [SIGALRM, SIGHUP, SIGQUIT, SIGTERM, SIGTSTP, SIGTTIN, SIGTTOU, SIGCONT]
-cdef atomic_ulong _caught = 0     # the guarded signals that came during the prompt, one bit each
+cdef extern from "signal.h" nogil:
+    int SIGRTMAX    # a glibc function call, in C: some realtime signals are the C library's own
+
+cdef atomic_int _pending[_SIGNALS]   # the deferred signals that came, one flag each
+cdef atomic_int _any_pending = 0
+cdef sigaction_t _previous[_SIGNALS] # the action each deferred signal had before the prompt
+cdef bint _deferred[_SIGNALS]        # the prompt's handler is installed for it
+cdef bint _prompting = False         # a prompt is up (in this process)
 
 
 cdef void _note_signal(int sig) noexcept nogil:
-    atomic_fetch_or(&_caught, 1UL << sig)
+    atomic_store(&_pending[sig], 1)
+    atomic_store(&_any_pending, 1)
 
 
-cdef int _guard_signals(sigaction_t *previous, bint *guarded) except -1:
-    # Take over the guarded signals, keeping their previous actions; one
-    # ignored (nohup's SIGHUP) stays ignored.
+cdef bint _can_wait(int sig) noexcept nogil:
+    # Signals that may be held until the terminal is restored: not SIGKILL
+    # and SIGSTOP (they cannot be caught), not the faults (the faulting code
+    # would run again at once), not those whose default is to do nothing.
+    return not (sig == SIGKILL or sig == SIGSTOP or sig == SIGSEGV or sig == SIGBUS or sig == SIGFPE
+                or sig == SIGILL or sig == SIGTRAP or sig == SIGSYS or sig == SIGABRT or sig == SIGCHLD
+                or sig == SIGWINCH or sig == SIGURG)
+
+
+cdef void _sync_deferred() noexcept nogil:
+    # Defer every signal that is at its default action now; forget one the
+    # application has taken over since (its action stays).
+    cdef sigaction_t now
     cdef sigaction_t noting
-    cdef int i
+    cdef int sig
     memset(&noting, 0, sizeof(noting))
     noting.sa_handler = _note_signal
     noting.sa_flags = 0              # no SA_RESTART: poll(2) returns EINTR at once
     sigemptyset(&noting.sa_mask)
-    atomic_exchange(&_caught, 0)
-    for i in range(_GUARDED_COUNT):
-        guarded[i] = False
-        if sigaction(_GUARDED[i], NULL, &previous[i]) != 0:
-            _restore_signals(previous, guarded)
-            return raise_errno("sigaction", errno)
-        if previous[i].sa_handler == SIG_IGN:
+    for sig in range(1, SIGRTMAX + 1):
+        if not _can_wait(sig) or sigaction(sig, NULL, &now) != 0:
+            continue                 # EINVAL: one of the C library's own realtime signals
+        if (now.sa_flags & SA_SIGINFO) == 0 and now.sa_handler == _note_signal:
             continue
-        if sigaction(_GUARDED[i], &noting, NULL) != 0:
-            _restore_signals(previous, guarded)
-            return raise_errno("sigaction", errno)
-        guarded[i] = True
-    return 0
+        _deferred[sig] = False
+        if (now.sa_flags & SA_SIGINFO) == 0 and now.sa_handler == SIG_DFL:
+            _previous[sig] = now
+            _deferred[sig] = sigaction(sig, &noting, NULL) == 0
 
 
-cdef void _restore_signals(const sigaction_t *previous, bint *guarded) noexcept nogil:
+cdef void _restore_signals() noexcept nogil:
     # Put back what was there, unless the application installed something
-    # else meanwhile (a Python handler run during the prompt may call
-    # signal.signal): then its choice stays.
+    # else meanwhile: then its choice stays.
     cdef sigaction_t now
-    cdef int i
-    for i in range(_GUARDED_COUNT):
-        if guarded[i]:
-            if sigaction(_GUARDED[i], NULL, &now) == 0 and now.sa_handler == _note_signal:
-                sigaction(_GUARDED[i], &previous[i], NULL)   # cannot fail: it was in place before
-            guarded[i] = False
-
-
-cdef int _deliver(unsigned long caught) except -1:
-    # Each signal that came during the prompt, now that echo is on and the
-    # previous actions are back, as they would have had it: stop, die, or a
-    # Python handler, which may raise.
     cdef int sig
-    for sig in range(1, 64):
-        if caught & (1UL << sig):
+    for sig in range(1, _SIGNALS):
+        if _deferred[sig]:
+            if (sigaction(sig, NULL, &now) == 0 and (now.sa_flags & SA_SIGINFO) == 0
+                    and now.sa_handler == _note_signal):
+                sigaction(sig, &_previous[sig], NULL)   # cannot fail: it was in place before
+            _deferred[sig] = False
+
+
+cdef int _deliver_pending() except -1:
+    # Each deferred signal that came, now that echo is on and the previous
+    # actions are back, as they would have had it.  True when one came.
+    cdef int sig
+    cdef bint came = atomic_exchange(&_any_pending, 0) != 0
+    for sig in range(1, _SIGNALS):
+        if atomic_exchange(&_pending[sig], 0):
+            came = True
             raise_(sig)
     PyErr_CheckSignals()
-    return 0
+    return came
+
+
+cdef void _after_fork_in_child() noexcept nogil:
+    # A fork (from another thread, during a prompt) must not leave the child
+    # with the prompt's handlers, which would make it deaf to SIGTERM: the
+    # child is not prompting.
+    global _prompting
+    cdef int sig
+    if _prompting:
+        _restore_signals()
+        for sig in range(_SIGNALS):
+            atomic_store(&_pending[sig], 0)
+        atomic_store(&_any_pending, 0)
+    _prompting = False
+
+
+if system.pthread_atfork(NULL, NULL, _after_fork_in_child) != 0:
+    raise OSError("pthread_atfork failed")
 
 
 cdef bint _try_set_terminal(int fd, list attributes) except -1:
-    # tcsetattr; False when a signal interrupted it (noted if it is one of
-    # ours: SIGTTOU when the process is in the background).
+    # tcsetattr; False when a signal interrupted it (a deferred one is noted:
+    # SIGTTOU when the process is in the background).
     try:
         termios.tcsetattr(fd, termios.TCSAFLUSH, attributes)
         return True
@@ -132,7 +167,7 @@ cdef int _set_terminal(int fd, list attributes) except -1:
 
 
 cdef int _wait_for_input(int fd) except -1:
-    # 0 when input is ready; _SIGNALLED when a guarded signal came.
+    # 0 when input is ready; _SIGNALLED when a deferred signal came.
     # Ctrl-C is a SIGINT that Python turns into KeyboardInterrupt only at its
     # next check: one that lands after that check but before read(2) blocks
     # (typed right after the prompt) would not interrupt the read, and the
@@ -144,9 +179,10 @@ cdef int _wait_for_input(int fd) except -1:
     waiting.fd = fd
     waiting.events = system.POLLIN
     while True:
-        if atomic_load(&_caught):
+        if atomic_load(&_any_pending):
             return _SIGNALLED
         PyErr_CheckSignals()
+        _sync_deferred()             # a Python handler may have changed an action
         with nogil:
             ready = system.poll(&waiting, 1, _SIGNAL_SLICE_MS)
             if ready < 0:
@@ -157,26 +193,59 @@ cdef int _wait_for_input(int fd) except -1:
             return raise_errno("wait for the terminal", err)
 
 
-cdef Py_ssize_t _read_line(int fd, unsigned char *buf, Py_ssize_t cap, bint *eof) except -2:
+# The line is edited here, not by the terminal (ICANON off): in canonical
+# mode a half-typed line waits in the kernel, where a shell that takes the
+# terminal after a SIGSTOP reads it and shows it.  Read byte by byte, each
+# byte is in guarded memory as soon as it is typed.
+cdef struct _Editing:
+    int erase      # the terminal's erase character (and DEL, BS), kill (whole line), end of file
+    int kill
+    int eof
+
+
+cdef Py_ssize_t _read_line(int fd, unsigned char *buf, Py_ssize_t cap, const _Editing *keys,
+                           bint *eof) except -2:
     # read(2) one byte at a time into `buf` (cap + 1 bytes: room for the end
     # of the line) until a newline or carriage return (not stored), end of
-    # file, or more than `cap` bytes.  Returns the count, -1 when the line is
-    # longer than `cap`, or _SIGNALLED; `eof` tells whether input ended
-    # without a newline.  One byte at a time so that nothing after the line
-    # is consumed; the bytes only ever live in `buf` (guarded memory).
+    # file at the start of the line, or more than `cap` bytes.  Returns the
+    # count, -1 when the line is longer than `cap`, or _SIGNALLED; `eof`
+    # tells whether input ended.  Erase and kill are applied in place (what
+    # they remove is zeroed); the bytes only ever live in `buf`.
     cdef Py_ssize_t count = 0
+    cdef unsigned char byte
     while True:
         if _wait_for_input(fd) == _SIGNALLED:
             return _SIGNALLED
         if read_retrying(fd, buf + count, 1, "read from the terminal") == 0:
-            eof[0] = True               # end of file (Ctrl-D)
+            eof[0] = True               # the terminal is gone
             return count
-        if buf[count] == b'\n' or buf[count] == b'\r':   # \r: a terminal left in raw mode
-            buf[count] = 0
+        byte = buf[count]
+        buf[count] = 0
+        if byte == b'\n' or byte == b'\r':
             return count
+        if byte == keys.eof and count == 0:
+            eof[0] = True               # Ctrl-D on an empty line
+            return 0
+        if byte == keys.erase or byte == 0x7f or byte == 0x08:
+            if count > 0:
+                count -= 1
+                buf[count] = 0
+            continue
+        if byte == keys.kill:
+            sodium.sodium_memzero(buf, <size_t>count)
+            count = 0
+            continue
+        buf[count] = byte
         count += 1
         if count > cap:
             return -1
+
+
+cdef int _key(list cc, int index) noexcept:
+    # A control character of the terminal, or -1 when it is disabled.
+    value = cc[index]
+    code = value[0] if isinstance(value, bytes) else value
+    return -1 if code == 0 else code
 
 
 def read_password(prompt="Password: "):
@@ -192,28 +261,37 @@ def read_password(prompt="Password: "):
     when the line is longer than PASSWORD_MAX_BYTES (1024) bytes; EOFError
     on end of file before any input.
 
-    Echo is never left off: a signal that stops or ends the process at the
-    prompt (Ctrl-Z, Ctrl-\\, SIGTERM, SIGHUP, SIGALRM, SIGTTOU in the
-    background) first restores the terminal, then acts as it would have
-    (every one that came; a handler the application installed meanwhile is
-    the one that acts); after `fg` (also after SIGSTOP) or a Python handler
-    that returns, the prompt starts over.  A terminal left in raw mode still
-    reads a line (Enter ends it, Ctrl-C interrupts).  RuntimeError off the
-    main thread (where Python handles signals: a prompt elsewhere could be
-    left with echo off); prompts are served one at a time.
+    Echo is never left off: while the prompt is up, a signal whose action is
+    the default one (it would stop or end the process: Ctrl-Z, Ctrl-\\,
+    SIGTERM, SIGHUP, SIGUSR1, SIGTTOU in the background, a realtime signal,
+    ...) waits until the terminal is restored, then acts as it would have;
+    after `fg` (also after SIGSTOP) the prompt starts over, what was typed
+    wiped.  A signal with a Python handler (Ctrl-C, an application's timer)
+    runs it in place: if it raises, the terminal is restored on the way out;
+    if it returns, the prompt goes on.  The line is edited here, byte by byte
+    into guarded memory (erase, kill and end-of-file as the terminal sets
+    them), so no half-typed line waits in the kernel; a terminal left in raw
+    mode still reads a line.  RuntimeError off the main thread (where Python
+    handles signals) and from a signal handler during a prompt.
     """
+    import threading
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, not {type(prompt).__name__}")
     # The main thread only: it is where Python runs signal handlers, and where
     # Ctrl-C ends the process; a prompt on another thread could be left
-    # behind with echo off.  One prompt at a time: the signal actions taken
-    # over are the process's, and two prompts on one terminal could not both
-    # be answered anyway.
+    # behind with echo off.  So prompts come one at a time, and only a signal
+    # handler run during a prompt could start a second one.
+    global _prompting
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("read_password() runs on the main thread only (where signals are handled: "
                            "a prompt on another thread could leave the terminal's echo off)")
-    with _one_prompt:
+    if _prompting:
+        raise RuntimeError("read_password() is already prompting (called from a signal handler?)")
+    _prompting = True
+    try:
         return _read_password(prompt)
+    finally:
+        _prompting = False
 
 
 cdef SecureBuffer _read_password(str prompt):
@@ -222,31 +300,40 @@ cdef SecureBuffer _read_password(str prompt):
     cdef Py_ssize_t count = 0
     cdef unsigned char *buf
     cdef bint eof = False
-    cdef sigaction_t previous[_GUARDED_COUNT]
-    cdef bint guarded[_GUARDED_COUNT]
     cdef bint restore_later = False
-    cdef unsigned long caught
+    cdef _Editing keys
     fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
     try:
         line = SecureBuffer(PASSWORD_MAX_BYTES + 1)
         while True:
             count = _SIGNALLED
             restore_later = False
-            _guard_signals(previous, guarded)   # before echo goes off: no moment without them
+            _sync_deferred()   # before echo goes off: no moment without it
             try:
                 try:
                     old = termios.tcgetattr(fd)
                 except termios.error as exc:     # not an OSError subclass
                     raise OSError(*exc.args) from None
+                keys.erase = _key(old[6], termios.VERASE)
+                keys.kill = _key(old[6], termios.VKILL)
+                keys.eof = _key(old[6], termios.VEOF)
                 new = list(old)
-                new[3] = (new[3] & ~termios.ECHO) | termios.ICANON | termios.ISIG   # a line, Ctrl-C a
-                new[0] |= termios.ICRNL                                           # signal, after `stty raw` too
+                new[6] = list(old[6])
+                # Echo off, the line edited here (ICANON off, one byte per
+                # read), Ctrl-C/Ctrl-Z/Ctrl-\ still signals (ISIG), Enter a
+                # newline even after `stty raw` (ICRNL).
+                new[3] = (new[3] & ~(termios.ECHO | termios.ICANON)) | termios.ISIG
+                new[0] |= termios.ICRNL
+                new[6][termios.VMIN] = 1
+                new[6][termios.VTIME] = 0
                 if _try_set_terminal(fd, new):   # False: a signal came first (SIGTTOU in the background)
                     try:
                         os.write(fd, prompt.encode())
                         buf = line.borrow_write()
                         try:
-                            count = _read_line(fd, buf, PASSWORD_MAX_BYTES, &eof)
+                            count = _read_line(fd, buf, PASSWORD_MAX_BYTES, &keys, &eof)
+                            if count == _SIGNALLED:   # the prompt starts over: what was typed goes
+                                sodium.sodium_memzero(buf, PASSWORD_MAX_BYTES + 1)
                         finally:
                             line.release_write()
                     finally:
@@ -255,18 +342,15 @@ cdef SecureBuffer _read_password(str prompt):
                         restore_later = not _try_set_terminal(fd, old)
                         os.write(fd, b"\n")     # the newline that echo did not show
             finally:
-                _restore_signals(previous, guarded)
+                _restore_signals()
                 if restore_later:
                     _set_terminal(fd, old)   # with the previous actions: in the background, that stops us
                 # Delivered even when the prompt ends in an exception (Ctrl-C
                 # after a SIGTERM): no signal that came is lost.
-                caught = atomic_exchange(&_caught, 0)
-                if caught:
-                    _deliver(caught)
-            PyErr_CheckSignals()
+                _deliver_pending()
             if count != _SIGNALLED:
                 break
-            count = 0      # go on after fg (or a handler that returned): the prompt starts over
+            count = 0      # go on after fg: the prompt starts over
             eof = False
         if count == -1:
             raise ValueError(f"password is longer than {PASSWORD_MAX_BYTES} bytes")

@@ -89,6 +89,20 @@ def _interactive_bash(cwd: Path) -> tuple[int, int]:
     return pid, master
 
 
+def _prompt_under_bash(cwd: Path) -> tuple[int, int, int, bytes]:
+    """A script at read_password's prompt, run by an interactive bash:
+    (bash's pid, the terminal's master side, the script's pid, what the
+    terminal showed so far)."""
+    script = cwd / "p.py"
+    script.write_text("import os\nfrom securekeys.crypto import read_password\n"
+                      "print('PID', os.getpid(), flush=True)\nread_password('Secret: ')\nprint('GOT')\n")
+    pid, master = _interactive_bash(cwd)
+    shown = _read_until(master, b"SH$ ")
+    os.write(master, f"{sys.executable} {script}\n".encode())
+    shown = _read_until(master, b"Secret: ", shown)
+    return pid, master, int(shown.split(b"PID ")[1].split()[0]), shown
+
+
 def _echo(master: int) -> bool:
     return bool(termios.tcgetattr(master)[3] & termios.ECHO)
 
@@ -310,15 +324,8 @@ def test_sigstop_then_fg_does_not_echo_the_passphrase(tmp_path: Path) -> None:
     # kill -STOP (a debugger, a job-control tool) instead of Ctrl-Z: bash
     # turns echo back on when its job stops; on SIGCONT the prompt starts
     # over with echo off.
-    script = tmp_path / "p.py"
-    script.write_text("import os\nfrom securekeys.crypto import read_password\n"
-                      "print('PID', os.getpid(), flush=True)\nread_password('Secret: ')\nprint('GOT')\n")
-    pid, master = _interactive_bash(tmp_path)
+    pid, master, child, shown = _prompt_under_bash(tmp_path)
     try:
-        shown = _read_until(master, b"SH$ ")
-        os.write(master, f"{sys.executable} {script}\n".encode())
-        shown = _read_until(master, b"Secret: ", shown)
-        child = int(shown.split(b"PID ")[1].split()[0])
         time.sleep(0.5)
         os.kill(child, signal.SIGSTOP)
         shown = _read_until(master, b"SH$ ", shown[shown.index(b"Secret: "):])
@@ -351,3 +358,194 @@ def test_read_password_runs_on_the_main_thread_only() -> None:
     thread.join()
     assert len(raised) == 1 and isinstance(raised[0], RuntimeError), raised
     assert "main thread" in str(raised[0])
+
+
+# -- every signal, forks, re-entrance, timers, SIGSTOP mid-line ---------------------
+
+@pytest.mark.parametrize("signame", ["SIGUSR1", "SIGRTMIN", "SIGVTALRM"])
+def test_any_signal_at_its_default_restores_echo_first(signame: str) -> None:
+    # SIGUSR1, SIGVTALRM, a realtime signal...: any signal whose default
+    # action ends the process is deferred while echo is off: it dies with
+    # echo on.
+    with _child_at_terminal("""
+        from securekeys.crypto import read_password
+        read_password("Secret: ")
+    """) as (pid, master):
+        _read_until(master, b"Secret: ")
+        time.sleep(0.3)
+        os.kill(pid, getattr(signal, signame))
+        status = _reap(pid)
+        assert status is not None and os.WIFSIGNALED(status)
+        assert _echo(master), f"{signame} at the prompt killed the process with echo off"
+
+
+
+def test_a_default_action_set_during_the_prompt_is_deferred_too() -> None:
+    # A handler run during the prompt resets SIGTERM to SIG_DFL: the next
+    # SIGTERM is deferred like the others, and echo is restored first.
+    with _child_at_terminal("""
+        import signal
+        from securekeys.crypto import read_password
+        def on_usr1(signum, frame):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            print("RESET", flush=True)
+        signal.signal(signal.SIGUSR1, on_usr1)
+        read_password("Secret: ")
+    """) as (pid, master):
+        shown = _read_until(master, b"Secret: ")
+        time.sleep(0.3)
+        os.kill(pid, signal.SIGUSR1)
+        _read_until(master, b"RESET", shown)
+        time.sleep(0.3)
+        os.kill(pid, signal.SIGTERM)
+        status = _reap(pid)
+        assert status is not None and os.WIFSIGNALED(status)
+        assert _echo(master), "SIGTERM after a handler reinstalled SIG_DFL killed the process with echo off"
+
+
+
+FORK_DURING_PROMPT = """
+    import os, signal, sys, threading, time, warnings
+    warnings.simplefilter("ignore")
+    from securekeys.crypto import read_password
+    def worker():
+        time.sleep(0.5)                      # the main thread is at the prompt
+        child = os.fork()                    # multiprocessing's 'fork' start method does this
+        if child == 0:
+            CHILD_CODE
+            os._exit(0)
+        print("FORKED", flush=True)
+        time.sleep(0.5)
+        os.kill(child, signal.SIGTERM)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(child, os.WNOHANG)
+            if done:
+                print("CHILD", "signalled" if os.WIFSIGNALED(status) else "exit",
+                      os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status), flush=True)
+                return
+            time.sleep(0.05)
+        print("CHILD SURVIVED SIGTERM", flush=True)
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+    threading.Thread(target=worker, daemon=True).start()
+    read_password("Secret: ")
+"""
+
+
+def test_a_child_forked_during_the_prompt_dies_of_sigterm() -> None:
+    # A fork from another thread during the prompt: the child is not
+    # prompting, and SIGTERM ends it as it would have.
+    code = FORK_DURING_PROMPT.replace("CHILD_CODE", "time.sleep(2)")
+    with _child_at_terminal(code) as (pid, master):
+        shown = _read_until(master, b"CHILD ", timeout=30)
+        shown = _read_until(master, b"\n", shown[shown.index(b"CHILD "):])
+        assert b"CHILD signalled 15" in shown, f"the forked child did not die of SIGTERM: {shown!r}"
+
+
+def test_a_child_forked_during_the_prompt_can_prompt() -> None:
+    # The child of a fork made during a prompt is not prompting: its own
+    # read_password prompts (here cut short by an alarm).
+    child = ("import signal, securekeys.crypto as c\n"
+             "def bail(s, f): raise TimeoutError\n"
+             "signal.signal(signal.SIGALRM, bail); signal.setitimer(signal.ITIMER_REAL, 0.2)\n"
+             "try:\n"
+             "    c.read_password('Child: ')\n"
+             "except TimeoutError:\n"
+             "    print('CHILD PROMPTED', flush=True)\n"
+             "except RuntimeError as exc:\n"
+             "    print('CHILD REFUSED', exc, flush=True)\n")
+    code = FORK_DURING_PROMPT.replace("CHILD_CODE", f"exec({child!r})")
+    with _child_at_terminal(code) as (pid, master):
+        shown = _read_until(master, b"CHILD ", timeout=30)
+        shown = _read_until(master, b"\n", shown[shown.index(b"CHILD "):])
+        assert b"CHILD PROMPTED" in shown, f"the forked child could not prompt: {shown!r}"
+
+
+def test_read_password_from_a_handler_during_the_prompt_is_refused() -> None:
+    # A handler run during the prompt calls read_password again: a
+    # RuntimeError, not a hang with echo off.
+    with _child_at_terminal("""
+        import signal
+        from securekeys.crypto import read_password
+        def on_usr1(signum, frame):
+            try:
+                read_password("Nested: ")
+                print("NESTED RETURNED", flush=True)
+            except RuntimeError as exc:
+                print("NESTED REFUSED", flush=True)
+        signal.signal(signal.SIGUSR1, on_usr1)
+        read_password("Secret: ")
+        print("OUTER RETURNED", flush=True)
+    """) as (pid, master):
+        shown = _read_until(master, b"Secret: ")
+        time.sleep(0.3)
+        os.kill(pid, signal.SIGUSR1)
+        time.sleep(2)
+        shown += drain_pty(master, 0.2)
+        assert b"NESTED REFUSED" in shown or b"Nested: " in shown, (
+            f"read_password called from a handler during the prompt hung: {shown!r}")
+
+
+
+def test_a_prompt_under_a_10ms_itimer_reads_what_was_typed() -> None:
+    # A SIGALRM with a Python handler every 10 ms (progress bars,
+    # watchdogs): the handler runs, the prompt goes on, nothing typed is lost.
+    with _child_at_terminal("""
+        import signal
+        from securekeys.crypto import read_password
+        ticks = 0
+        def tick(signum, frame):
+            global ticks
+            ticks += 1
+        signal.signal(signal.SIGALRM, tick)
+        signal.setitimer(signal.ITIMER_REAL, 0.01, 0.01)
+        try:
+            pw = read_password("Secret: ")
+            print("GOT", pw.size, flush=True)
+        except BaseException as exc:
+            print("RAISED", type(exc).__name__, flush=True)
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        print("TICKS", ticks, flush=True)
+    """) as (pid, master):
+        shown = _read_until(master, b"Secret: ")
+        for ch in b"hunter2":
+            os.write(master, bytes([ch]))
+            time.sleep(0.05)
+            shown += drain_pty(master)
+        os.write(master, b"\n")
+        shown = _read_until(master, b"TICKS", shown, timeout=30)
+        assert b"GOT 7" in shown, f"the passphrase typed under a 10 ms timer was cut: {shown[-200:]!r}"
+
+
+
+def test_sigstop_mid_line_leaves_nothing_for_the_shell(tmp_path: Path) -> None:
+    # SIGSTOP cannot be caught.  A half-typed line must not wait in the
+    # kernel for the shell that takes the terminal to read and show it: the
+    # line is edited in the process (ICANON off), byte by byte.
+    pid, master, child, shown = _prompt_under_bash(tmp_path)
+    try:
+        time.sleep(0.5)
+        os.write(master, b"partialSECRET")      # typed, no Enter yet
+        time.sleep(0.5)
+        os.kill(child, signal.SIGSTOP)
+        shown = _read_until(master, b"SH$ ", shown[shown.index(b"Secret: "):])
+        time.sleep(0.5)
+        shown += drain_pty(master, 0.5)
+        os.write(master, b"\x15")               # Ctrl-U: clear whatever the shell got
+        os.write(master, b"kill -9 %1\n")
+        time.sleep(0.3)
+        os.write(master, b"exit\n")
+    finally:
+        os.close(master)
+        _kill(pid)
+    assert b"partialSECRET" not in shown, f"the partial passphrase reached the shell: {shown!r}"
+
+
+@pytest.mark.parametrize("typed", [b"abX\x7fc\n", b"abX\x08c\n", b"zzz\x15abc\n", b"abc\r"])
+def test_the_line_is_edited_in_the_process(typed: bytes) -> None:
+    # Erase (DEL or BS), kill (Ctrl-U) and a carriage return work as the
+    # terminal's own line editing did.
+    output, status = run_in_pty(b"abc", typed)
+    assert os.waitstatus_to_exitcode(status) == 0, output
+    assert b"RESULT 3 True READONLY" in output, output[-300:]
