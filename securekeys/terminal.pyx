@@ -9,6 +9,7 @@ never exists as a str or bytes.
 
 import os
 import termios
+import threading
 
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport EINTR, errno
@@ -19,9 +20,8 @@ from posix.signal cimport sigaction, sigaction_t, sigemptyset, SA_SIGINFO
 
 from securekeys._checks cimport raise_errno
 from securekeys._fdio cimport read_retrying
-from securekeys.includes cimport system
+from securekeys.includes cimport sodium, system
 from securekeys._memory cimport SecureBuffer
-from securekeys.includes cimport sodium
 from securekeys._wipe cimport wipe_stack_and_registers
 
 PASSWORD_MAX_BYTES = 1024
@@ -274,7 +274,6 @@ def read_password(prompt="Password: "):
     mode still reads a line.  RuntimeError off the main thread (where Python
     handles signals) and from a signal handler during a prompt.
     """
-    import threading
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, not {type(prompt).__name__}")
     # The main thread only: it is where Python runs signal handlers, and where
