@@ -13,8 +13,8 @@ import threading
 
 from cpython.exc cimport PyErr_CheckSignals
 from libc.errno cimport EINTR, errno
-from libc.signal cimport (SIG_DFL, SIGABRT, SIGBUS, SIGCHLD, SIGFPE, SIGILL, SIGKILL, SIGSEGV, SIGSTOP,
-                          SIGSYS, SIGTRAP, SIGURG, SIGWINCH, raise_)
+from libc.signal cimport (SIG_DFL, SIGABRT, SIGBUS, SIGCHLD, SIGCONT, SIGFPE, SIGILL, SIGKILL, SIGSEGV,
+                          SIGSTOP, SIGSYS, SIGTRAP, SIGTTIN, SIGTTOU, SIGURG, SIGWINCH, raise_)
 from libc.string cimport memcpy, memset
 from posix.signal cimport sigaction, sigaction_t, sigemptyset, SA_SIGINFO
 
@@ -30,6 +30,7 @@ cdef enum:
     _COPY_STACK = 1024    # memcpy and read(2)'s wrapper use a few hundred bytes of stack
     _SIGNAL_SLICE_MS = 100
     _SIGNALLED = -3       # _read_line: a deferred signal came; the terminal must be restored first
+    _MODES_LOST = -4      # _read_line: the terminal's modes are not the prompt's (after SIGSTOP)
     _SIGNALS = 65         # Linux: signals 1..64
 
 
@@ -39,8 +40,8 @@ cdef enum:
 # default one would stop or end the process there: it would die with the
 # terminal's echo off (SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, a realtime
 # signal, ...), or stop and let the shell turn echo on while we go on
-# reading after `fg` (Ctrl-Z, SIGTTOU in the background, SIGSTOP then
-# SIGCONT).  So while the prompt is up, every signal at its default action
+# reading after `fg` (Ctrl-Z, SIGTTOU in the background).  So while the
+# prompt is up, every signal at its default action
 # (but those that cannot wait: SIGKILL, SIGSTOP, the faults) only notes
 # itself; the reader restores the terminal and the previous actions, then
 # delivers each signal that came, to act as it would have: the process stops
@@ -51,13 +52,19 @@ cdef enum:
 # out; if it returns, the prompt goes on, nothing lost.  A Python handler may
 # also change actions during the prompt: they are looked at again after every
 # wait, so a signal reset to its default is deferred too, and one the
-# application took over stays the application's.
+# application took over stays the application's.  SIGSTOP cannot be
+# caught: after it, the shell has turned echo on; the wait loop looks at the
+# terminal's modes, and when they are not the prompt's any more the prompt
+# starts over, echo off (a SIGCONT alone changes nothing and loses nothing).
 
 cdef extern from "stdatomic.h" nogil:
     ctypedef int atomic_int "atomic_int"
     int atomic_exchange(atomic_int *obj, int desired)
     int atomic_load(atomic_int *obj)
     void atomic_store(atomic_int *obj, int desired)
+
+cdef extern from "termios.h" nogil:
+    enum: IUTF8      # not in Python 3.11's termios module
 
 cdef extern from "signal.h" nogil:
     int SIGRTMAX    # a glibc function call, in C: some realtime signals are the C library's own
@@ -67,6 +74,7 @@ cdef atomic_int _any_pending = 0
 cdef sigaction_t _previous[_SIGNALS] # the action each deferred signal had before the prompt
 cdef bint _deferred[_SIGNALS]        # the prompt's handler is installed for it
 cdef bint _prompting = False         # a prompt is up (in this process)
+cdef bint _forked_from_prompt = False  # this process was forked while its parent prompted
 
 
 cdef void _note_signal(int sig) noexcept nogil:
@@ -80,7 +88,7 @@ cdef bint _can_wait(int sig) noexcept nogil:
     # would run again at once), not those whose default is to do nothing.
     return not (sig == SIGKILL or sig == SIGSTOP or sig == SIGSEGV or sig == SIGBUS or sig == SIGFPE
                 or sig == SIGILL or sig == SIGTRAP or sig == SIGSYS or sig == SIGABRT or sig == SIGCHLD
-                or sig == SIGWINCH or sig == SIGURG)
+                or sig == SIGWINCH or sig == SIGURG or sig == SIGCONT)
 
 
 cdef void _sync_deferred() noexcept nogil:
@@ -117,17 +125,28 @@ cdef void _restore_signals() noexcept nogil:
             _deferred[sig] = False
 
 
-cdef int _deliver_pending() except -1:
+cdef int _deliver_pending(int fd) except -1:
     # Each deferred signal that came, now that echo is on and the previous
-    # actions are back, as they would have had it.  True when one came.
+    # actions are back, as they would have had it.  A SIGTTOU or SIGTTIN is
+    # dropped once the process is in the foreground: it was our own terminal
+    # call's, in the background, and that call has since stopped us and
+    # gone through (stopping a second time would need a second `fg`).
     cdef int sig
-    cdef bint came = atomic_exchange(&_any_pending, 0) != 0
+    atomic_exchange(&_any_pending, 0)
     for sig in range(1, _SIGNALS):
         if atomic_exchange(&_pending[sig], 0):
-            came = True
+            if (sig == SIGTTOU or sig == SIGTTIN) and _in_foreground(fd):
+                continue
             raise_(sig)
     PyErr_CheckSignals()
-    return came
+    return 0
+
+
+cdef bint _in_foreground(int fd):
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
 
 
 cdef void _after_fork_in_child() noexcept nogil:
@@ -136,11 +155,13 @@ cdef void _after_fork_in_child() noexcept nogil:
     # child is not prompting.
     global _prompting
     cdef int sig
+    global _forked_from_prompt
     if _prompting:
         _restore_signals()
         for sig in range(_SIGNALS):
             atomic_store(&_pending[sig], 0)
         atomic_store(&_any_pending, 0)
+        _forked_from_prompt = True   # the terminal's modes are the parent's prompt's
     _prompting = False
 
 
@@ -167,7 +188,9 @@ cdef int _set_terminal(int fd, list attributes) except -1:
 
 
 cdef int _wait_for_input(int fd) except -1:
-    # 0 when input is ready; _SIGNALLED when a deferred signal came.
+    # 0 when input is ready; _SIGNALLED when a deferred signal came;
+    # _MODES_LOST when echo or canonical mode is back on (the shell took
+    # the terminal while we were stopped).
     # Ctrl-C is a SIGINT that Python turns into KeyboardInterrupt only at its
     # next check: one that lands after that check but before read(2) blocks
     # (typed right after the prompt) would not interrupt the read, and the
@@ -183,6 +206,11 @@ cdef int _wait_for_input(int fd) except -1:
             return _SIGNALLED
         PyErr_CheckSignals()
         _sync_deferred()             # a Python handler may have changed an action
+        try:
+            if termios.tcgetattr(fd)[3] & (termios.ECHO | termios.ICANON):   # the prompt has both off
+                return _MODES_LOST
+        except termios.error as exc:
+            raise OSError(*exc.args) from None
         with nogil:
             ready = system.poll(&waiting, 1, _SIGNAL_SLICE_MS)
             if ready < 0:
@@ -198,47 +226,96 @@ cdef int _wait_for_input(int fd) except -1:
 # terminal after a SIGSTOP reads it and shows it.  Read byte by byte, each
 # byte is in guarded memory as soon as it is typed.
 cdef struct _Editing:
-    int erase      # the terminal's erase character (and DEL, BS), kill (whole line), end of file
-    int kill
-    int eof
+    # The terminal's editing characters (-1: disabled), as its own line
+    # discipline (n_tty) applies them with echo off.
+    int erase      # one character (a whole UTF-8 one under IUTF8)
+    int kill       # the whole line
+    int eof        # end of file on an empty line; ignored inside one
+    int werase     # a word (with IEXTEN)
+    int lnext      # the next byte is taken literally (with IEXTEN)
+    int reprint    # ignored: nothing is shown (with IEXTEN)
+    bint utf8
 
 
 cdef Py_ssize_t _read_line(int fd, unsigned char *buf, Py_ssize_t cap, const _Editing *keys,
                            bint *eof) except -2:
-    # read(2) one byte at a time into `buf` (cap + 1 bytes: room for the end
-    # of the line) until a newline or carriage return (not stored), end of
-    # file at the start of the line, or more than `cap` bytes.  Returns the
-    # count, -1 when the line is longer than `cap`, or _SIGNALLED; `eof`
-    # tells whether input ended.  Erase and kill are applied in place (what
-    # they remove is zeroed); the bytes only ever live in `buf`.
+    # read(2) one byte at a time into `buf` (cap + 1 bytes) until a newline
+    # or carriage return (not stored), or end of file on an empty line.
+    # Returns the count; -1 when the line was longer than `cap` (the rest of
+    # it is read to its end and dropped, echo still off, so that none of it
+    # is shown or reaches the next reader); _SIGNALLED or _MODES_LOST.
+    # What is erased is zeroed; the bytes only ever live in `buf`.
     cdef Py_ssize_t count = 0
     cdef unsigned char byte
+    cdef bint literal = False
+    cdef bint overlong = False
+    cdef int waited
     while True:
-        if _wait_for_input(fd) == _SIGNALLED:
-            return _SIGNALLED
+        waited = _wait_for_input(fd)
+        if waited != 0:
+            return waited
         if read_retrying(fd, buf + count, 1, "read from the terminal") == 0:
             eof[0] = True               # the terminal is gone
-            return count
+            return -1 if overlong else count
         byte = buf[count]
         buf[count] = 0
-        if byte == b'\n' or byte == b'\r':
+        if overlong:
+            if byte == b'\n' or byte == b'\r':
+                return -1
+            continue
+        if literal:
+            literal = False
+        elif byte == b'\n' or byte == b'\r':
             return count
-        if byte == keys.eof and count == 0:
-            eof[0] = True               # Ctrl-D on an empty line
-            return 0
-        if byte == keys.erase or byte == 0x7f or byte == 0x08:
-            if count > 0:
+        elif byte == keys.eof:
+            if count == 0:
+                eof[0] = True           # Ctrl-D on an empty line
+                return 0
+            continue
+        elif byte == keys.erase:
+            while count > 0:
+                count -= 1
+                byte = buf[count]
+                buf[count] = 0
+                if not (keys.utf8 and (byte & 0xC0) == 0x80):
+                    break               # not a UTF-8 continuation byte: the character is gone
+            continue
+        elif byte == keys.werase:
+            while count > 0 and (buf[count - 1] == b' ' or buf[count - 1] == b'\t'):
+                count -= 1
+                buf[count] = 0
+            while count > 0 and not (buf[count - 1] == b' ' or buf[count - 1] == b'\t'):
                 count -= 1
                 buf[count] = 0
             continue
-        if byte == keys.kill:
+        elif byte == keys.kill:
             sodium.sodium_memzero(buf, <size_t>count)
             count = 0
+            continue
+        elif byte == keys.lnext:
+            literal = True
+            continue
+        elif byte == keys.reprint:
             continue
         buf[count] = byte
         count += 1
         if count > cap:
-            return -1
+            sodium.sodium_memzero(buf, <size_t>count)
+            count = 0
+            overlong = True
+
+
+cdef int _editing_keys(list attributes, _Editing *keys) except -1:
+    cdef list cc = attributes[6]
+    cdef bint extended = (attributes[3] & termios.IEXTEN) != 0
+    keys.erase = _key(cc, termios.VERASE)
+    keys.kill = _key(cc, termios.VKILL)
+    keys.eof = _key(cc, termios.VEOF)
+    keys.werase = _key(cc, termios.VWERASE) if extended else -1
+    keys.lnext = _key(cc, termios.VLNEXT) if extended else -1
+    keys.reprint = _key(cc, termios.VREPRINT) if extended else -1
+    keys.utf8 = (attributes[0] & IUTF8) != 0
+    return 0
 
 
 cdef int _key(list cc, int index) noexcept:
@@ -286,6 +363,9 @@ def read_password(prompt="Password: "):
                            "a prompt on another thread could leave the terminal's echo off)")
     if _prompting:
         raise RuntimeError("read_password() is already prompting (called from a signal handler?)")
+    if _forked_from_prompt:
+        raise RuntimeError("read_password() in a process forked while its parent was prompting: the "
+                           "terminal is the parent's, with its echo off")
     _prompting = True
     try:
         return _read_password(prompt)
@@ -313,9 +393,6 @@ cdef SecureBuffer _read_password(str prompt):
                     old = termios.tcgetattr(fd)
                 except termios.error as exc:     # not an OSError subclass
                     raise OSError(*exc.args) from None
-                keys.erase = _key(old[6], termios.VERASE)
-                keys.kill = _key(old[6], termios.VKILL)
-                keys.eof = _key(old[6], termios.VEOF)
                 new = list(old)
                 new[6] = list(old[6])
                 # Echo off, the line edited here (ICANON off, one byte per
@@ -325,14 +402,22 @@ cdef SecureBuffer _read_password(str prompt):
                 new[0] |= termios.ICRNL
                 new[6][termios.VMIN] = 1
                 new[6][termios.VTIME] = 0
+                _editing_keys(old, &keys)
                 if _try_set_terminal(fd, new):   # False: a signal came first (SIGTTOU in the background)
                     try:
-                        os.write(fd, prompt.encode())
                         buf = line.borrow_write()
                         try:
-                            count = _read_line(fd, buf, PASSWORD_MAX_BYTES, &keys, &eof)
-                            if count == _SIGNALLED:   # the prompt starts over: what was typed goes
+                            while True:
+                                os.write(fd, prompt.encode())
+                                count = _read_line(fd, buf, PASSWORD_MAX_BYTES, &keys, &eof)
+                                if count != _SIGNALLED and count != _MODES_LOST:
+                                    break
+                                # The prompt starts over: what was typed goes.
                                 sodium.sodium_memzero(buf, PASSWORD_MAX_BYTES + 1)
+                                if count == _SIGNALLED or not _try_set_terminal(fd, new):
+                                    count = _SIGNALLED
+                                    break   # restore the terminal, deliver, then start over
+                                # _MODES_LOST: continued after SIGSTOP; echo off again, in place
                         finally:
                             line.release_write()
                     finally:
@@ -346,7 +431,7 @@ cdef SecureBuffer _read_password(str prompt):
                     _set_terminal(fd, old)   # with the previous actions: in the background, that stops us
                 # Delivered even when the prompt ends in an exception (Ctrl-C
                 # after a SIGTERM): no signal that came is lost.
-                _deliver_pending()
+                _deliver_pending(fd)
             if count != _SIGNALLED:
                 break
             count = 0      # go on after fg: the prompt starts over
