@@ -226,29 +226,72 @@ cdef int _wait_for_input(int fd) except -1:
 # terminal after a SIGSTOP reads it and shows it.  Read byte by byte, each
 # byte is in guarded memory as soon as it is typed.
 cdef struct _Editing:
-    # The terminal's editing characters (-1: disabled), as its own line
-    # discipline (n_tty) applies them with echo off.
-    int erase      # one character (a whole UTF-8 one under IUTF8)
-    int kill       # the whole line
-    int eof        # end of file on an empty line; ignored inside one
-    int werase     # a word (with IEXTEN)
-    int lnext      # the next byte is taken literally (with IEXTEN)
-    int reprint    # ignored: nothing is shown (with IEXTEN)
+    # The terminal's editing characters (-1: disabled), applied as its own
+    # line discipline (Linux n_tty) applies them in canonical mode with echo
+    # off: erase and word-erase never split a UTF-8 character (IUTF8), a
+    # word is letters, digits and "_" (n_tty's ALTWERASE), end of file inside
+    # a line hands over what was typed (erase and kill stop there), and
+    # reprint is an ordinary byte when echo is off.
+    int erase
+    int kill
+    int eof
+    int werase     # with IEXTEN
+    int lnext      # with IEXTEN: the next byte is taken literally
     bint utf8
 
 
-cdef Py_ssize_t _read_line(int fd, unsigned char *buf, Py_ssize_t cap, const _Editing *keys,
-                           bint *eof) except -2:
-    # read(2) one byte at a time into `buf` (cap + 1 bytes) until a newline
-    # or carriage return (not stored), or end of file on an empty line.
-    # Returns the count; -1 when the line was longer than `cap` (the rest of
-    # it is read to its end and dropped, echo still off, so that none of it
-    # is shown or reaches the next reader); _SIGNALLED or _MODES_LOST.
-    # What is erased is zeroed; the bytes only ever live in `buf`.
+cdef enum:
+    _LINE_MAX = 4096      # n_tty's line: 4095 bytes and the newline; more are dropped, as there
+
+
+cdef inline bint _continuation(const _Editing *keys, unsigned char byte) noexcept nogil:
+    return keys.utf8 and (byte & 0xC0) == 0x80
+
+
+cdef inline bint _word_byte(unsigned char byte) noexcept nogil:
+    return (b'a' <= byte <= b'z') or (b'A' <= byte <= b'Z') or (b'0' <= byte <= b'9') or byte == b'_'
+
+
+cdef Py_ssize_t _erase(unsigned char *buf, Py_ssize_t count, Py_ssize_t floor, const _Editing *keys,
+                       bint word) noexcept nogil:
+    # n_tty's eraser: back from `count` to no further than `floor`, one whole
+    # character (erase) or a word and what follows it (word-erase); what is
+    # erased is zeroed.  Returns the new count.
+    cdef Py_ssize_t head
+    cdef Py_ssize_t seen = 0
+    cdef unsigned char c
+    while count > floor:
+        head = count
+        while True:
+            head -= 1
+            c = buf[head]
+            if not (_continuation(keys, c) and head != floor):
+                break
+        if _continuation(keys, c):
+            break                        # never part of a character
+        if word:
+            if _word_byte(c):
+                seen += 1
+            elif seen:
+                break
+        sodium.sodium_memzero(buf + head, <size_t>(count - head))
+        count = head
+        if not word:
+            break
+    return count
+
+
+cdef Py_ssize_t _read_line(int fd, unsigned char *buf, const _Editing *keys, bint *eof) except -2:
+    # read(2) one byte at a time into `buf` (_LINE_MAX bytes) until an
+    # unquoted newline or carriage return (not stored), or end of file with
+    # nothing typed since the last.  Returns the count, or _SIGNALLED or
+    # _MODES_LOST.  A line of any length is read to its end (with echo off),
+    # so that nothing of it is shown or reaches the next reader; the caller
+    # refuses one that is too long.  The bytes only ever live in `buf`.
     cdef Py_ssize_t count = 0
+    cdef Py_ssize_t floor = 0          # erase and kill stop here (end of file inside the line)
     cdef unsigned char byte
     cdef bint literal = False
-    cdef bint overlong = False
     cdef int waited
     while True:
         waited = _wait_for_input(fd)
@@ -256,53 +299,32 @@ cdef Py_ssize_t _read_line(int fd, unsigned char *buf, Py_ssize_t cap, const _Ed
             return waited
         if read_retrying(fd, buf + count, 1, "read from the terminal") == 0:
             eof[0] = True               # the terminal is gone
-            return -1 if overlong else count
+            return count
         byte = buf[count]
         buf[count] = 0
-        if overlong:
-            if byte == b'\n' or byte == b'\r':
-                return -1
-            continue
         if literal:
             literal = False
-        elif byte == b'\n' or byte == b'\r':
-            return count
-        elif byte == keys.eof:
-            if count == 0:
-                eof[0] = True           # Ctrl-D on an empty line
-                return 0
-            continue
-        elif byte == keys.erase:
-            while count > 0:
-                count -= 1
-                byte = buf[count]
-                buf[count] = 0
-                if not (keys.utf8 and (byte & 0xC0) == 0x80):
-                    break               # not a UTF-8 continuation byte: the character is gone
-            continue
-        elif byte == keys.werase:
-            while count > 0 and (buf[count - 1] == b' ' or buf[count - 1] == b'\t'):
-                count -= 1
-                buf[count] = 0
-            while count > 0 and not (buf[count - 1] == b' ' or buf[count - 1] == b'\t'):
-                count -= 1
-                buf[count] = 0
+        elif byte == keys.erase or byte == keys.werase:
+            count = _erase(buf, count, floor, keys, byte == keys.werase and byte != keys.erase)
             continue
         elif byte == keys.kill:
-            sodium.sodium_memzero(buf, <size_t>count)
-            count = 0
+            sodium.sodium_memzero(buf + floor, <size_t>(count - floor))
+            count = floor
             continue
         elif byte == keys.lnext:
             literal = True
             continue
-        elif byte == keys.reprint:
+        elif byte == b'\n' or byte == b'\r':
+            return count
+        elif byte == keys.eof:
+            if count == floor:
+                eof[0] = True           # Ctrl-D with nothing typed since the line's start or the last one
+                return count
+            floor = count
             continue
-        buf[count] = byte
-        count += 1
-        if count > cap:
-            sodium.sodium_memzero(buf, <size_t>count)
-            count = 0
-            overlong = True
+        if count < _LINE_MAX - 1:
+            buf[count] = byte
+            count += 1
 
 
 cdef int _editing_keys(list attributes, _Editing *keys) except -1:
@@ -313,7 +335,6 @@ cdef int _editing_keys(list attributes, _Editing *keys) except -1:
     keys.eof = _key(cc, termios.VEOF)
     keys.werase = _key(cc, termios.VWERASE) if extended else -1
     keys.lnext = _key(cc, termios.VLNEXT) if extended else -1
-    keys.reprint = _key(cc, termios.VREPRINT) if extended else -1
     keys.utf8 = (attributes[0] & IUTF8) != 0
     return 0
 
@@ -346,9 +367,12 @@ def read_password(prompt="Password: "):
     wiped.  A signal with a Python handler (Ctrl-C, an application's timer)
     runs it in place: if it raises, the terminal is restored on the way out;
     if it returns, the prompt goes on.  The line is edited here, byte by byte
-    into guarded memory (erase, kill and end-of-file as the terminal sets
-    them), so no half-typed line waits in the kernel; a terminal left in raw
-    mode still reads a line.  RuntimeError off the main thread (where Python
+    into guarded memory, by the rules of the kernel's own line editor with
+    echo off (erase, word-erase, kill, literal-next, end of file as the
+    terminal sets them; one difference: Ctrl-V cannot quote Enter or
+    Ctrl-C), so no half-typed line waits in the kernel; a line longer than
+    PASSWORD_MAX_BYTES is read to its end, then refused; a terminal left in
+    raw mode still reads a line.  RuntimeError off the main thread (where Python
     handles signals) and from a signal handler during a prompt.
     """
     if not isinstance(prompt, str):
@@ -383,7 +407,7 @@ cdef SecureBuffer _read_password(str prompt):
     cdef _Editing keys
     fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
     try:
-        line = SecureBuffer(PASSWORD_MAX_BYTES + 1)
+        line = SecureBuffer(_LINE_MAX)
         while True:
             count = _SIGNALLED
             restore_later = False
@@ -409,11 +433,11 @@ cdef SecureBuffer _read_password(str prompt):
                         try:
                             while True:
                                 os.write(fd, prompt.encode())
-                                count = _read_line(fd, buf, PASSWORD_MAX_BYTES, &keys, &eof)
+                                count = _read_line(fd, buf, &keys, &eof)
                                 if count != _SIGNALLED and count != _MODES_LOST:
                                     break
                                 # The prompt starts over: what was typed goes.
-                                sodium.sodium_memzero(buf, PASSWORD_MAX_BYTES + 1)
+                                sodium.sodium_memzero(buf, _LINE_MAX)
                                 if count == _SIGNALLED or not _try_set_terminal(fd, new):
                                     count = _SIGNALLED
                                     break   # restore the terminal, deliver, then start over
@@ -436,7 +460,7 @@ cdef SecureBuffer _read_password(str prompt):
                 break
             count = 0      # go on after fg: the prompt starts over
             eof = False
-        if count == -1:
+        if count > PASSWORD_MAX_BYTES:
             raise ValueError(f"password is longer than {PASSWORD_MAX_BYTES} bytes")
         if count == 0:
             if eof:

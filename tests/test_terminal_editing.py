@@ -238,3 +238,62 @@ def test_stop_bg_fg_prompts_again_without_a_second_stop(tmp_path: Path) -> None:
         os.kill(bash, signal.SIGKILL)
         os.waitpid(bash, 0)
         os.close(master)
+
+
+# -- n_tty's rules in the corners ------------------------------------------------------
+
+def test_reprint_is_a_literal_byte_with_echo_off() -> None:
+    # n_tty handles VREPRINT only when L_ECHO is set; with echo off Ctrl-R is data.
+    mine, kernel = _mine_and_kernel(b"ab\x12cd\n")
+    assert mine == kernel
+
+
+def test_word_erase_is_altwerase() -> None:
+    # Linux's eraser(): a word is alnum/'_'; it stops at the punctuation before it.
+    mine, kernel = _mine_and_kernel(b"foo-bar\x17\n")
+    assert mine == kernel
+
+
+def test_erase_does_not_cross_a_mid_line_end_of_file() -> None:
+    # Ctrl-D inside a line pushes it (canon_head moves): erase and kill stop there.
+    mine, kernel = _mine_and_kernel(b"abc\x04\x7f\x7fd\n")
+    assert mine == kernel
+
+
+def test_kill_does_not_cross_a_mid_line_end_of_file() -> None:
+    mine, kernel = _mine_and_kernel(b"abc\x04de\x15f\n")
+    assert mine == kernel
+
+
+def test_erase_of_lone_continuation_bytes_at_line_start() -> None:
+    # IUTF8: the kernel does not partially erase; continuation bytes back to
+    # the line's start stay.
+    mine, kernel = _mine_and_kernel(b"\x80\x80\x7fz\n", iflag=getattr(termios, "IUTF8", 0o40000))
+    assert mine == kernel
+
+
+def test_end_of_file_equal_to_erase_is_erase() -> None:
+    # `stty eof ^?`: n_tty checks erase before end of file.
+    mine, kernel = _mine_and_kernel(b"ab\x7fc\n", cc=((termios.VEOF, 0x7F),))
+    assert mine == kernel
+
+
+def test_erase_after_1025_bytes_gives_a_1024_byte_line() -> None:
+    mine, kernel = _mine_and_kernel(b"x" * 1025 + b"\x7f\n")
+    assert mine == kernel
+
+
+def test_overlong_line_ends_at_its_unquoted_newline() -> None:
+    # A newline quoted by Ctrl-V does not end an overlong line: the rest of
+    # it is read and dropped too.
+    pid, master = _spawn(_OVERLONG_CHILD)
+    shown = _read_until(master, b"Secret: ")
+    os.write(master, b"x" * 1030 + b"\x16\n")
+    time.sleep(1.0)
+    os.write(master, b"TAILOFSECRET\n")                 # the rest of the same line
+    shown = _read_until(master, b"REFUSED", shown)
+    os.write(master, b"after\n")
+    shown = _read_until(master, b"NEXT ", shown)
+    shown = _finish(pid, master, shown)
+    assert b"TAILOFSECRET" not in shown
+    assert b"TAILOFSECRET".hex().encode() not in shown
