@@ -153,9 +153,8 @@ cdef void _after_fork_in_child() noexcept nogil:
     # A fork (from another thread, during a prompt) must not leave the child
     # with the prompt's handlers, which would make it deaf to SIGTERM: the
     # child is not prompting.
-    global _prompting
+    global _prompting, _forked_from_prompt
     cdef int sig
-    global _forked_from_prompt
     if _prompting:
         _restore_signals()
         for sig in range(_SIGNALS):
