@@ -8,10 +8,8 @@ file descriptor (no check-then-open race); the rules are in trust.py.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import secrets
 import stat
 
 from securekeys._memory import (
@@ -23,20 +21,16 @@ from securekeys._memory import (
     SecureKey,
     _at_eof,
     _decode_text,
-    _encode_text,
     _openat2,
     _read_key_strict,
-    _unlink_if_same,
     _text_lengths,
 )
-from securekeys.crypto import MEMLIMIT_MODERATE, OPSLIMIT_MODERATE
 from securekeys.encrypted import (
     OVERHEAD_BYTES,
     PASSPHRASE,
     Header,
     check_secret,
     decrypt_key,
-    encrypt_key,
     is_encrypted,
     parse_header,
 )
@@ -51,21 +45,14 @@ from securekeys.trust import (
     open_trusted_directory,
     text_length_words,
 )
+from securekeys.writing import write_key
 
-__all__ = ["check_key_file", "octal_mode", "read_credential", "read_key", "write_key"]
+__all__ = ["check_key_file", "octal_mode", "read_credential", "read_key", "write_key"]  # write_key: securekeys/writing.py
 
 StrOrBytesPath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
 # O_NOCTTY: opening a terminal must never make it this process's controlling terminal.
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK
-# Read permission is what fsync of a directory needs: O_PATH cannot fsync, and
-# O_WRONLY is refused for directories.
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
-# An unnamed file, linked into place when complete (no O_EXCL: that forbids the link).
-_UNNAMED_FLAGS = os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC
-_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_TEMP_EXTRA = len(b"..") + 16 + len(b".tmp")   # ".NAME.<16 hex>.tmp" around the name
-_KEY_MODE = 0o400
 _AT_FDCWD = -100   # openat2's "relative to the working directory"
 # Beneath a directory, links that stay inside it are followed, the last one
 # too (no O_NOFOLLOW); nothing may lead out of it, onto another filesystem or
@@ -356,15 +343,8 @@ def fill_key_from_encrypted_file(key: SecureKey, path: StrOrBytesPath, trust: Tr
         fd, st, path = _open_checked(path, key.size, trust, "raw", beneath, True)
         # In guarded memory until the magic says it is an encrypted file: a
         # plain key of another size must not reach the heap.
-        contents = SecureBuffer(st.st_size)
+        contents = _read_whole(fd, st, path)
         try:
-            try:
-                got = contents.readinto(fd)
-                complete = got == st.st_size and _at_eof(fd)
-            except OSError as e:
-                raise OSError(e.errno, e.strerror, path) from None
-            if not complete:
-                raise KeyFileError(errno.EINVAL, "the file changed while it was read: try again", path)
             if not is_encrypted(contents):
                 raise KeyFileError(errno.EINVAL, "not an encrypted key file: it does not start with SKEYENC1 "
                                    "(a plain key file? read it without passphrase= or kek=)", path)
@@ -388,23 +368,33 @@ def fill_key_from_encrypted_file(key: SecureKey, path: StrOrBytesPath, trust: Tr
     return st, header
 
 
+def _read_whole(fd: int, st: os.stat_result, path: str | bytes) -> SecureBuffer:
+    """The whole checked file (`st` its fstat) in new guarded scratch memory,
+    end of file proven; nothing left on error.  What it holds may be a key."""
+    contents = SecureBuffer(st.st_size)
+    try:
+        try:
+            complete = contents.readinto(fd) == st.st_size and _at_eof(fd)
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, path) from None
+        if not complete:
+            raise KeyFileError(errno.EINVAL, "the file changed while it was read: try again", path)
+    except BaseException:
+        contents.destroy()
+        raise
+    return contents
+
+
 def _read_text(key: SecureKey, fd: int, st: os.stat_result, path: str | bytes, encoding: Encoding) -> None:
     """Read the text (its length bounded by check_key_file) into guarded
     scratch memory and decode it into `key`; the scratch is wiped whatever
     happens."""
-    text = SecureBuffer(st.st_size)
+    text = _read_whole(fd, st, path)
     try:
-        try:
-            got = text.readinto(fd)
-            complete = got == st.st_size and _at_eof(fd)
-        except OSError as e:
-            raise OSError(e.errno, e.strerror, path) from None
-        if not complete:
-            raise KeyFileError(errno.EINVAL, "the file changed while the key was read: try again", path)
         if is_encrypted(text):   # 120 bytes is also the hex of a 60-byte key, the base64 of a 90-byte one
             raise EncryptedKeyFileError(errno.EINVAL, "an encrypted key file (it starts with SKEYENC), not "
                                         f"{encoding} text: pass passphrase= or kek=, without encoding=", path)
-        verdict, number = _decode_text(key, text, got, encoding)
+        verdict, number = _decode_text(key, text, text.size, encoding)
     finally:
         text.destroy()
     if verdict != "ok":
@@ -452,147 +442,3 @@ def read_credential(name: str | bytes, size: int, *, encoding: Encoding = "raw")
         raise KeyFileError(errno.ENOENT, f"${_CREDENTIALS} is not set: this process was not started by "
                            "systemd with LoadCredential=, LoadCredentialEncrypted= or SetCredential=", name)
     return read_key(name, size, trust="systemd", encoding=encoding, beneath=directory)
-
-
-def write_key(path: StrOrBytesPath, key: SecureBuffer, *, encoding: Encoding = "raw",
-              passphrase: SecureBuffer | None = None, kek: SecureBuffer | None = None,
-              opslimit: int | None = None, memlimit: int | None = None) -> None:
-    """Write `key` to a new file at `path` with mode 0400, atomically.
-
-    Never replaces anything: an existing path (even a dangling symlink) raises
-    FileExistsError.  The bytes go from guarded memory into an unnamed file
-    in the same directory (O_TMPFILE; where the filesystem lacks it, a
-    temporary `.NAME.<random>.tmp`), which is fsynced and then linked into
-    place; the directory is fsynced too, so it must be readable as well as
-    writable.  When write_key raises, nothing is left: no key under `path`,
-    no temporary file; the error names `path`.  A NOACCESS key is borrowed
-    for the write and returned to NOACCESS.  With `encoding` "hex", "base64"
-    or "base64url" the file holds the key as that text (base64 with "="
-    padding) and a newline, encoded in guarded memory, which is wiped after.
-
-    With `passphrase` (a SecureBuffer; str and bytes are TypeError) or `kek`
-    (a 32-byte SecureKey), not both, the file is an encrypted key file
-    (securekeys.encrypted): the key encrypted by XChaCha20-Poly1305 under the
-    KEK, or under Argon2id(passphrase) with `opslimit` and `memlimit`
-    (None: OPSLIMIT_MODERATE, MEMLIMIT_MODERATE), which must lie within
-    OPSLIMIT_MIN..OPSLIMIT_SENSITIVE and MEMLIMIT_MIN..MEMLIMIT_SENSITIVE
-    (ValueError).  Limits without a passphrase are ValueError: they would
-    protect nothing.
-    """
-    if not isinstance(key, SecureBuffer):
-        raise TypeError(f"write_key() takes a SecureBuffer, not {type(key).__name__}")
-    kind = check_secret(passphrase, kek)
-    if (opslimit is not None or memlimit is not None) and kind != PASSPHRASE:
-        raise ValueError("opslimit= and memlimit= are Argon2id's limits for passphrase=: "
-                         "without a passphrase they protect nothing")
-    text: SecureBuffer | None = None
-    content: SecureBuffer | bytes = key
-    if kind:
-        if encoding != "raw":
-            raise ValueError(f"encoding={encoding!r} is for plain key files: an encrypted key file is binary")
-        secret = passphrase if passphrase is not None else kek
-        assert secret is not None
-        # Borrows the key: a destroyed one is fatal before any file exists.
-        content = encrypt_key(key, kind, secret, OPSLIMIT_MODERATE if opslimit is None else opslimit,
-                              MEMLIMIT_MODERATE if memlimit is None else memlimit)
-    elif encoding != "raw":
-        check_options("strict", encoding)
-        content = text = _encode_text(key, encoding)   # borrows the key, as above
-    # Prepared before anything exists, so that taking the file back is one
-    # C call with no Python before it: a second signal handler raising there
-    # cannot skip it.
-    target = os.fsencode(os.fspath(path))
-    placed: list[tuple[int, int]] = []   # the new file's (st_dev, st_ino), from just before its link
-    try:
-        try:
-            _write_key(path, content, placed)
-        finally:
-            if text is not None:
-                text.destroy()
-    except BaseException:
-        # A signal handler may raise after the link too (as close(2)
-        # returns): when write_key raises, the file it linked goes, and only
-        # that file (the identity is checked in the same C call).
-        if placed:
-            _unlink_if_same(_AT_FDCWD, target, *placed[0])
-        raise
-
-
-def _write_key(path: StrOrBytesPath, key: SecureBuffer | bytes, placed: list[tuple[int, int]]) -> None:
-    where = os.fspath(path)
-    directory, name = os.path.split(os.fsencode(where))
-    try:
-        if not name:
-            raise IsADirectoryError(errno.EISDIR, "a key path must end in a file name")
-        # Before anything exists: the directory must be open to fsync it at
-        # the end, and one we may not open (mode 0300) fails here, not after.
-        try:
-            dir_fd = os.open(directory or b".", _DIR_FLAGS)
-        except OSError as e:
-            hint = " (write_key opens it to fsync it: it needs read permission too)" if e.errno == errno.EACCES else ""
-            raise OSError(e.errno, f"cannot open its directory: {e.strerror}{hint}") from None
-        try:
-            _write_in(dir_fd, name, key, placed)
-        finally:
-            os.close(dir_fd)
-    except OSError as e:
-        # The user's path, never a temporary name they did not give.
-        raise OSError(e.errno, e.strerror, where) from None
-
-
-def _write_in(dir_fd: int, name: bytes, key: SecureBuffer | bytes, placed: list[tuple[int, int]]) -> None:
-    try:
-        os.lstat(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        pass
-    else:
-        raise FileExistsError(errno.EEXIST, "refusing to replace an existing file")
-    fd, temp = -1, None
-    try:
-        # Borrowed before any file exists: borrowing a destroyed key is fatal
-        # and must not leave an empty file behind.
-        with key.reading() if isinstance(key, SecureBuffer) else memoryview(key) as view:
-            fd, temp = _new_file(dir_fd, name)
-            os.fchmod(fd, _KEY_MODE)   # independent of the umask
-            written = 0
-            while written < len(view):
-                written += os.write(fd, view[written:])
-        os.fsync(fd)
-        # Recorded before the link: an exception raised by a signal handler
-        # as link(2) returns must still take the link back (_unlink_if_same
-        # leaves a name that is not this file alone).
-        ours = os.fstat(fd)
-        placed.append((ours.st_dev, ours.st_ino))
-        if temp is None:   # the unnamed file gets its only name; never replaces (EEXIST)
-            os.link(b"/proc/self/fd/%d" % fd, name, dst_dir_fd=dir_fd)
-        else:
-            os.link(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
-        if temp is not None:
-            os.unlink(temp, dir_fd=dir_fd)
-            temp = None
-        os.fsync(dir_fd)
-    except BaseException:
-        if placed:
-            _unlink_if_same(dir_fd, name, *placed[0])
-        if temp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(temp, dir_fd=dir_fd)
-        raise
-    finally:
-        if fd >= 0:
-            os.close(fd)
-
-
-def _new_file(dir_fd: int, name: bytes) -> tuple[int, bytes | None]:
-    """An unnamed file in the directory, or where the filesystem (or a system
-    without /proc) cannot link one, a new temporary file beside `name`."""
-    if os.path.isdir(b"/proc/self/fd"):
-        try:
-            return os.open(".", _UNNAMED_FLAGS, _KEY_MODE, dir_fd=dir_fd), None
-        except OSError as e:
-            if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR):   # EISDIR: kernel without O_TMPFILE
-                raise
-    # Within NAME_MAX whatever the name's length; 64 random bits keep it unique.
-    room = os.fpathconf(dir_fd, "PC_NAME_MAX") - _TEMP_EXTRA
-    temp = b".%s.%s.tmp" % (name[:room], secrets.token_hex(8).encode())
-    return os.open(temp, _TEMP_FLAGS, _KEY_MODE, dir_fd=dir_fd), temp
