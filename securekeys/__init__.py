@@ -24,12 +24,13 @@ from securekeys._memory import (
     set_lock_policy,
     wipe_all,
 )
-from securekeys.errors import EncryptedKeyFileError, KeyFileError, LockError, SecurityWarning
+from securekeys.errors import EncryptedKeyFileError, KeyDestroyedError, KeyFileError, LockError, SecurityWarning
 from securekeys.files import read_credential, read_key, write_key
 from securekeys.hardening import harden, report
 
 __all__ = [
     "EncryptedKeyFileError",
+    "KeyDestroyedError",
     "KeyFileError",
     "KeyRing",
     "LockError",

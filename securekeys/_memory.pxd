@@ -22,6 +22,7 @@ cdef class SecureBuffer:
     cdef int _readers              # active read borrows
     cdef int _writers              # active write borrows
     cdef int _exports              # buffers exported (memoryviews, ...) not yet released
+    cdef int _users                # in-flight users and lifetime bits, atomic (memory_lifetime.pxi)
     cdef bint _is_key              # never writable once filled
     cdef void *_c_slot             # the allocator's slot holding the data
     cdef object _owner             # the KeyRing whose pages hold the data, or None
@@ -29,18 +30,25 @@ cdef class SecureBuffer:
     cdef void *_c_next
 
     # Borrow the bytes without a copy: protection is raised as needed and the
-    # borrow is counted; the pointer is valid until the matching release.
-    # Call with the GIL held (the GIL serialises borrows); use the pointer
-    # without it.  A destroyed buffer, or a write borrow of a SecureKey, is fatal.
+    # borrow is counted as an in-flight user; the pointer is valid until the
+    # matching release.  Call with the GIL held; use the pointer without it.
+    # A destroyed buffer, or a write borrow of a sealed SecureKey, is fatal.
+    # destroy() of a sealed buffer while borrowed waits for the release to
+    # wipe it; wipe_all() or KeyRing.destroy() wipe it at once.
     cdef const unsigned char *borrow_read(self) except NULL
     cdef unsigned char *borrow_write(self) except NULL
-    # End a borrow; the last one out restores the protection.
+    # End a borrow; the last one out restores the protection.  Raises
+    # KeyDestroyedError (after wiping again what the borrower may have
+    # written) when the buffer was wiped while borrowed: what was computed
+    # from it must then be thrown away.
     cdef int release_read(self) except -1
     cdef int release_write(self) except -1
     # Fill a new buffer or key: a new SecureKey is born READWRITE only so
     # that it can be filled once.  fill_ptr() gives its first byte while it is
     # still READWRITE and unborrowed (anything else is fatal); seal() then
-    # makes it READONLY, for good in the case of a SecureKey.
+    # makes it READONLY, for good in the case of a SecureKey; it raises
+    # KeyDestroyedError (and wipes again) when the buffer was destroyed or
+    # wiped while being filled.
     cdef unsigned char *fill_ptr(self) except NULL
     cdef int seal(self) except -1
     # Size in bytes and current protection (SK_* above).

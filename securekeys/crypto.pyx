@@ -44,11 +44,11 @@ from cpython.ref cimport Py_INCREF, Py_DECREF
 from libc.string cimport memcpy
 
 from securekeys._checks cimport SODIUM_INTERNAL, SODIUM_FORGED, SODIUM_NO_MEMORY, sodium_failed
-from securekeys._memory cimport SecureBuffer, SecureKey
+from securekeys._memory cimport SecureBuffer, SecureKey, SK_DESTROYED
 from securekeys._wipe cimport wipe_stack_and_registers
 from securekeys.includes cimport sodium
 
-from securekeys.errors import DecryptionError
+from securekeys.errors import DecryptionError, KeyDestroyedError
 from securekeys.terminal import PASSWORD_MAX_BYTES, read_password
 
 

@@ -94,17 +94,23 @@ cdef int _call_and_wipe(const _Op *op, _Args *args) noexcept nogil:
 
 
 cdef int _run(const _Op *op, _Args *args, SecureBuffer key,
-              SecureBuffer sink=None, SecureBuffer state=None) except -1:
-    # Borrow `key` for reading (None: the call takes no key), and `sink` (a
-    # caller's buffer the secret result goes to: args.out) and `state` (a
-    # secret state libsodium updates: args.state) for writing, for exactly
-    # the length of the call; make it; release all of them whatever happens.
+              SecureBuffer sink=None, SecureBuffer state=None, SecureBuffer sink2=None) except -1:
+    # Borrow `key` for reading (None: the call takes no key), and `sink` /
+    # `sink2` (buffers the secret results go to: args.out / args.out2) and
+    # `state` (a secret state libsodium updates: args.state) for writing, for
+    # exactly the length of the call; make it; release all of them whatever
+    # happens.  Each borrow counts the call as a user of its buffer
+    # (memory_lifetime.pxi): destroy() of a key in use waits for the call to
+    # end to wipe it; wipe_all() does not wait, and a call that used a buffer
+    # wiped meanwhile wipes what it produced and raises KeyDestroyedError.
     # Returns 0, or 1 when an _ANSWER call said "not authentic"; a failure
     # raises.
-    cdef int rc
+    cdef int rc = 0
     cdef bint without_gil = op.heavy or _large(args.mlen, args.adlen)
     cdef bint sink_borrowed = False
+    cdef bint sink2_borrowed = False
     cdef bint state_borrowed = False
+    cdef bint lost = False
     args.written = args.outlen
     if key is not None:
         args.keylen = key.nbytes()
@@ -113,6 +119,9 @@ cdef int _run(const _Op *op, _Args *args, SecureBuffer key,
         if sink is not None:
             args.out = sink.borrow_write()
             sink_borrowed = True
+        if sink2 is not None:
+            args.out2 = sink2.borrow_write()
+            sink2_borrowed = True
         if state is not None:
             args.state = state.borrow_write()
             state_borrowed = True
@@ -121,16 +130,29 @@ cdef int _run(const _Op *op, _Args *args, SecureBuffer key,
                 rc = _call_and_wipe(op, args)
         else:
             rc = _call_and_wipe(op, args)
+        # A buffer wiped under the call reads DESTROYED now (one destroyed
+        # by destroy() while the call read it is wiped when it is released).
+        lost = _wiped(key) or _wiped(sink) or _wiped(sink2) or _wiped(state)
+        if lost:
+            _wipe_output(args.out, args.outlen, sink)
+            _wipe_output(args.out2, args.outlen, sink2)
     finally:
         if state_borrowed:
             args.state = NULL
-            state.release_write()
+            lost = _give_back(state, True) or lost
+        if sink2_borrowed:
+            args.out2 = NULL
+            lost = _give_back(sink2, True) or lost
         if sink_borrowed:
             args.out = NULL
-            sink.release_write()
+            lost = _give_back(sink, True) or lost
         if key is not None:
             args.key = NULL
-            key.release_read()
+            lost = _give_back(key, False) or lost
+    if lost:
+        name = op.name.decode("ascii")
+        raise KeyDestroyedError(f"{name}(): a secure buffer it used was wiped while it ran "
+                                f"(wipe_all() or KeyRing.destroy()); its result was wiped")
     if rc != 0:
         if op.failure == _ANSWER:
             return 1
@@ -143,18 +165,40 @@ cdef int _run(const _Op *op, _Args *args, SecureBuffer key,
     return 0
 
 
+cdef inline bint _wiped(SecureBuffer buf) noexcept:
+    return buf is not None and buf.protection() == SK_DESTROYED
+
+
+cdef void _wipe_output(unsigned char *out, size_t n, SecureBuffer sink) noexcept:
+    # A result made from a partly wiped buffer is wiped: a `bytes` the call
+    # would have returned, or the caller's sink.  A sink that was itself
+    # wiped is revoked, and zeroed again by its own release.
+    if out != NULL and n != 0 and not _wiped(sink):
+        sodium.sodium_memzero(out, n)
+
+
+cdef bint _give_back(SecureBuffer buf, bint write) except? True:
+    # End a borrow; True when the buffer was wiped under it.
+    try:
+        if write:
+            buf.release_write()
+        else:
+            buf.release_read()
+    except KeyDestroyedError:
+        return True
+    return False
+
+
 cdef SecureBuffer _run_into_new(const _Op *op, _Args *args, SecureBuffer key, SecureBuffer result,
                                 SecureBuffer second=None, SecureBuffer state=None):
     # A secret result: libsodium writes it straight into `result` (new,
     # READWRITE, unborrowed; `second`, the same size, when the call has two:
-    # args.out2), which is then sealed READONLY.  On any failure the results
-    # are destroyed, so that nothing is left behind.  `state`: as for _run.
+    # args.out2), borrowed for writing like any sink, then sealed READONLY.
+    # On any failure the results are destroyed, so that nothing is left
+    # behind.  `state`: as for _run.
     try:
-        args.out = result.fill_ptr()
         args.outlen = result.nbytes()
-        if second is not None:
-            args.out2 = second.fill_ptr()
-        _run(op, args, key, None, state)
+        _run(op, args, key, result, state, second)
         result.seal()
         if second is not None:
             second.seal()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["DecryptionError", "EncryptedKeyFileError", "KeyFileError", "LockError", "SecurityWarning"]
+__all__ = ["DecryptionError", "EncryptedKeyFileError", "KeyDestroyedError", "KeyFileError", "LockError",
+           "SecurityWarning"]
 
 
 class DecryptionError(ValueError):
@@ -18,6 +19,13 @@ class KeyFileError(OSError):
 class EncryptedKeyFileError(KeyFileError):
     """A plain read_key met an encrypted key file: it needs passphrase= or
     kek= (a program may catch this to ask for the passphrase)."""
+
+
+class KeyDestroyedError(RuntimeError):
+    """A call's key (or another secure buffer it was using) was wiped while
+    the call ran, by wipe_all(), KeyRing.destroy() or, for a buffer being
+    filled, destroy().  The call failed and wiped what it had produced: no
+    result is ever made from a partly wiped key."""
 
 
 class LockError(MemoryError):

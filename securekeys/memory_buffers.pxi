@@ -28,7 +28,7 @@ cdef size_t _checked_size(object size) except 0:
 
 cdef inline int _require_live(SecureBuffer buf, const char *what) except -1:
     _settle_fork()
-    if buf._state == SK_DESTROYED:
+    if _is_doomed(buf):
         if buf._c_slot == NULL:
             _fatal(f"{what.decode()} on a {type(buf).__name__} destroyed by fork(): "
                    f"keys do not survive into a child process")
@@ -38,8 +38,8 @@ cdef inline int _require_live(SecureBuffer buf, const char *what) except -1:
 
 cdef int _apply(SecureBuffer buf) except -1:
     cdef int target = buf._base
-    if buf._state == SK_DESTROYED:
-        return 0
+    if target == SK_DESTROYED or buf._state == SK_DESTROYED:
+        return 0          # the wipe decides the protection (memory_lifetime.pxi)
     if buf._writers > 0:
         target = SK_READWRITE
     elif buf._readers > 0 and target < SK_READONLY:
@@ -62,22 +62,34 @@ cdef int _set_base(SecureBuffer buf, int level) except -1:
     return 0
 
 
+cdef int _view_begin(SecureBuffer buf, bint write) except -1:
+    # A borrow's protection: raised to what it needs for as long as it lasts.
+    _require_live(buf, "a write borrow" if write else "a read borrow")
+    if write:
+        if buf._is_key and buf._base != SK_READWRITE:
+            _fatal_c(b"a write borrow of a SecureKey (keys never change once filled)")
+        buf._writers += 1
+    else:
+        buf._readers += 1
+    try:
+        _apply(buf)
+    except BaseException:
+        _view_end(buf, write)
+        raise
+    return 0
+
+
+cdef int _view_end(SecureBuffer buf, bint write) except -1:
+    if write:
+        buf._writers -= 1
+    else:
+        buf._readers -= 1
+    return _apply(buf)
+
+
 cdef int _unordered(SecureBuffer buf) except -1:
     raise TypeError(f"a {type(buf).__name__} has no order (comparing keys by order "
                     f"would leak them); only == with another secure buffer is defined")
-
-
-cdef bint _destroy_buffer(SecureBuffer buf) noexcept:
-    # destroy() itself, in C: wipe_all() and KeyRing.destroy() call this, so
-    # that neither a subclass's destroy() nor any other Python code runs
-    # while they walk the registry.  False when it was destroyed already.
-    if buf._state == SK_DESTROYED:
-        return False
-    _slot_wipe(<Slot *>buf._c_slot, buf._c_data, buf._size, buf._state,
-               buf._exports == 0 and buf._readers == 0 and buf._writers == 0)
-    buf._state = SK_DESTROYED
-    buf._base = SK_DESTROYED
-    return True
 
 
 # no_gc_clear: the collector must never clear `_owner`.  A KeyRing key in a
@@ -117,8 +129,13 @@ cdef class SecureBuffer:
         cdef Slot *slot = <Slot *>self._c_slot
         _unregister(self)
         if slot != NULL:
-            if self._state != SK_DESTROYED:
-                _slot_wipe(slot, self._c_data, self._size, self._state, True)
+            # No user is left (each holds a reference).  Zero again what a
+            # view or a user may have written after a wipe that ran under it:
+            # the slot must reach the pool clean.
+            if _claim_wipe(self):
+                _wipe_claimed(self, False)
+            elif sk_load(&self._users) & _WIPED_UNDER:
+                _rewipe(self)
             _slot_give_back(slot)
             self._c_slot = NULL
         self._c_data = NULL
@@ -126,24 +143,25 @@ cdef class SecureBuffer:
     # -- the cimport API ----------------------------------------------------
 
     cdef const unsigned char *borrow_read(self) except NULL:
-        _require_live(self, "a read borrow")
-        self._readers += 1
+        _view_begin(self, False)
         try:
-            _apply(self)
+            _begin_use(self)
         except BaseException:
-            self._readers -= 1
+            _view_end(self, False)
             raise
         return self._c_data
 
     cdef unsigned char *borrow_write(self) except NULL:
-        _require_live(self, "a write borrow")
-        if self._is_key:
+        # A new SecureKey (READWRITE, not yet sealed) may be borrowed for
+        # writing: that is how the crypto runner fills a derived key.
+        if self._is_key and self._base != SK_READWRITE:
+            _require_live(self, "a write borrow")
             _fatal_c(b"a write borrow of a SecureKey (keys never change once filled)")
-        self._writers += 1
+        _view_begin(self, True)
         try:
-            _apply(self)
+            _begin_use(self)
         except BaseException:
-            self._writers -= 1
+            _view_end(self, True)
             raise
         return self._c_data
 
@@ -151,12 +169,16 @@ cdef class SecureBuffer:
         if self._readers <= 0:
             _fatal_c(b"release_read() without a read borrow")
         self._readers -= 1
+        if _end_use(self):
+            _lost(self, "a read borrow")
         return _apply(self)
 
     cdef int release_write(self) except -1:
         if self._writers <= 0:
             _fatal_c(b"release_write() without a write borrow")
         self._writers -= 1
+        if _end_use(self):
+            _lost(self, "a write borrow")
         return _apply(self)
 
     cdef unsigned char *fill_ptr(self) except NULL:
@@ -167,6 +189,14 @@ cdef class SecureBuffer:
         return self._c_data
 
     cdef int seal(self) except -1:
+        _settle_fork()
+        if _is_doomed(self) and self._c_slot != NULL:
+            # wipe_all() (or KeyRing.destroy()) ran while the caller filled
+            # it through fill_ptr(): zero what was written since, and fail.
+            if _claim_wipe(self):
+                _wipe_claimed(self, False)
+            _rewipe(self)
+            _lost(self, "seal()")
         _require_live(self, "seal()")
         return _set_base(self, SK_READONLY)
 
@@ -194,13 +224,14 @@ cdef class SecureBuffer:
     def state(self):
         """The protection in force now (a `Protection`)."""
         _settle_fork()
-        return _PROTECTIONS[self._state]
+        return _PROTECTIONS[SK_DESTROYED if _is_doomed(self) else self._state]
 
     @property
     def destroyed(self):
-        """True once destroy() has wiped the buffer."""
+        """True once destroy() was called (it is wiped now, or when the last
+        call already using it ends)."""
         _settle_fork()
-        return self._state == SK_DESTROYED
+        return _is_doomed(self)
 
     @property
     def locked(self):
@@ -229,10 +260,13 @@ cdef class SecureBuffer:
         """Wipe the bytes and make the memory inaccessible; idempotent.
 
         Always succeeds, even while memoryviews exist: touching one afterwards
-        ends the process.  The memory is freed when the object is deallocated.
+        ends the process.  Never waits: a sealed buffer that calls running in
+        other threads are using is unusable at once and wiped when the last
+        of them ends; any other is wiped now.  The memory is freed when the
+        object is deallocated.
         """
         _settle_fork()
-        _destroy_buffer(self)
+        _destroy_buffer(self, False)
 
     def readinto(self, fd):
         """Fill the buffer with read(2) straight from `fd` until full or EOF.
@@ -244,11 +278,23 @@ cdef class SecureBuffer:
         if isinstance(fd, bool):
             raise TypeError("fd must be an int or have fileno(), not bool")
         cdef int c_fd = PyObject_AsFileDescriptor(fd)
+        cdef size_t done
         _require_live(self, "readinto()")
         if self._state != SK_READWRITE:
             _fatal(f"readinto() on a {_PROTECTIONS[self._state].name} "
                    f"{type(self).__name__} (writing to protected memory)")
-        return _fill_from_fd(self, c_fd)
+        _begin_use(self)
+        try:
+            done = _fill_from_fd(self, c_fd)
+        except OSError:
+            # EFAULT: the buffer was wiped and revoked under the read.
+            _fill_end(self, "readinto()")
+            raise
+        except BaseException:
+            _end_use(self)
+            raise
+        _fill_end(self, "readinto()")
+        return done
 
     def reading(self):
         """Borrow for reading: ``with buf.reading() as view: ...``.
@@ -270,7 +316,7 @@ cdef class SecureBuffer:
     def __getbuffer__(self, Py_buffer *view, int flags):
         cdef bint writable
         _settle_fork()
-        if self._state == SK_DESTROYED:
+        if _is_doomed(self):
             _fatal(f"a memoryview of a destroyed {type(self).__name__}")
         if self._state == SK_NOACCESS:
             _fatal(f"a memoryview of a NOACCESS {type(self).__name__}")
@@ -349,7 +395,7 @@ cdef class SecureBuffer:
 
     def __repr__(self):
         return (f"<{type(self).__name__} size={self._size} "
-                f"state={_PROTECTIONS[self._state].name} locked={self.locked}>")
+                f"state={self.state.name} locked={self.locked}>")
 
     def __enter__(self):
         return self
@@ -380,10 +426,7 @@ cdef class _Borrow:
     def __enter__(self):
         if self._view is not None:
             raise RuntimeError("this borrow is already active")
-        if self._write:
-            self._buf.borrow_write()
-        else:
-            self._buf.borrow_read()
+        _view_begin(self._buf, self._write)
         try:
             view = memoryview(self._buf)
             self._view = view if self._write else view.toreadonly()
@@ -404,20 +447,45 @@ cdef class _Borrow:
         self._release()
 
     cdef _release(self):
-        if self._write:
-            self._buf.release_write()
-        else:
-            self._buf.release_read()
+        _view_end(self._buf, self._write)
 
 
 def create_key(size):
     """A new key of `size` random bytes, made inside guarded memory, READONLY."""
     cdef SecureKey key = SecureKey(size)
-    cdef unsigned char *data = key.fill_ptr()
-    with nogil:
-        sodium.randombytes_buf(data, key._size)
-    key.seal()
+    _fill_random(key, "create_key()", key._size >= _RANDOM_NOGIL_MIN)
     return key
+
+
+cdef enum:
+    _RANDOM_NOGIL_MIN = 4096      # below this, getrandom() is quicker than giving up the GIL
+
+
+cdef int _fill_random(SecureBuffer key, const char *what, bint without_gil) except -1:
+    # getrandom(2) straight into the key, then seal it.  Not libsodium's
+    # randombytes_buf(): a key wiped and revoked under the fill (wipe_all())
+    # makes the kernel say EFAULT, which libsodium would take for misuse.
+    cdef unsigned char *data = _fill_begin(key, what)
+    cdef size_t done = 0
+    cdef ssize_t got = 0
+    cdef int err = 0
+    while done < key._size and err == 0:
+        if without_gil:
+            with nogil:
+                got = system.getrandom(data + done, key._size - done, 0)
+                err = errno if got < 0 else 0
+        else:
+            got = system.getrandom(data + done, key._size - done, 0)
+            err = errno if got < 0 else 0
+        if got > 0:
+            done += <size_t>got
+        elif err == EINTR:
+            err = 0
+    _fill_end(key, what)          # raises if it was wiped meanwhile (EFAULT then)
+    if err != 0:
+        sodium.sodium_memzero(data, key._size)
+        raise_errno("getrandom", err)
+    return key.seal()
 
 
 _KEY_PAIR_FIELDS = ("private", "secret", "private_key", "secret_key",
@@ -466,5 +534,5 @@ def wipe_all():
     while node != NULL:
         buf = <SecureBuffer>node
         node = buf._c_next
-        count += _destroy_buffer(buf)
+        count += _destroy_buffer(buf, True)
     return count

@@ -90,7 +90,7 @@ cdef enum:
 cdef const char *_ENCRYPTED_MAGIC_STEM = b"SKEYENC"
 
 
-def _read_key_strict(SecureBuffer key, path):
+def _read_key_strict(SecureBuffer key not None, path):
     """read_key's default path (strict rules, raw bytes) in one C function.
 
     Fills a new READWRITE key from the key file at `path` and seals it
@@ -101,11 +101,12 @@ def _read_key_strict(SecureBuffer key, path):
     not met, an error, a signal): files.py then takes the full path, which
     accepts exactly what this accepts and more, and names every refusal.
     Nothing is left behind on False (fd closed; the key is refilled or
-    destroyed by the full path).
+    destroyed by the full path).  KeyDestroyedError when the key was
+    destroyed or wiped while being read (a FIFO can hold the read for ever).
     """
     cdef bytes encoded = _c_path(path)
     cdef const char *c_path = encoded
-    cdef unsigned char *data = key._c_data
+    cdef unsigned char *data
     cdef size_t size = key._size
     cdef size_t done = 0
     cdef ssize_t got = 0
@@ -113,10 +114,7 @@ def _read_key_strict(SecureBuffer key, path):
     cdef struct_stat st
     cdef int fd
     cdef bint filled = False
-    _require_live(key, "read_key()")
-    if key._state != SK_READWRITE or key._readers or key._writers or key._exports:
-        _fatal(f"read_key() into a {_PROTECTIONS[key._state].name} or borrowed "
-               f"{type(key).__name__} (only a new one can be filled)")
+    data = _fill_begin(key, "read_key()")
     with nogil:
         fd = system.openat2(_AT_FDCWD, c_path, _STRICT_READ_FLAGS,
                             system.RESOLVE_NO_SYMLINKS | system.RESOLVE_NO_MAGICLINKS)
@@ -136,6 +134,7 @@ def _read_key_strict(SecureBuffer key, path):
                     filled = got == 0 and not (size >= _ENCRYPTED_MIN_BYTES
                                                and memcmp(data, _ENCRYPTED_MAGIC_STEM, 7) == 0)
             close(fd)
+    _fill_end(key, "read_key()")
     if not filled:
         return False
     _set_base(key, SK_READONLY)

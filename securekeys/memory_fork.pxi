@@ -78,6 +78,7 @@ def _after_fork_in_child():
         buf = <SecureBuffer>node
         buf._state = SK_DESTROYED
         buf._base = SK_DESTROYED
+        buf._users = _DOOMED | _WIPED     # no user of the parent's is left here
         buf._c_slot = NULL
         node = buf._c_next
     _forked = 0

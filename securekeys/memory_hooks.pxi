@@ -60,3 +60,9 @@ def _allocator_stats():
         "pool_limit": _pool_limit,
         "huge_page_slots": _huge_slots,
     }
+
+
+def _users_in_flight(SecureBuffer buf not None):
+    """How many counted users (C borrows, fills) are using `buf` now: a race
+    test waits for this to rise before it strikes, instead of sleeping."""
+    return _in_flight(buf)

@@ -68,8 +68,7 @@ cdef class KeyRing:
     def create_key(self):
         """A new random key in this ring, READONLY."""
         cdef SecureKey key = SecureKey((<Ring *>self._c_ring).key_size, self)
-        sodium.randombytes_buf(key.fill_ptr(), key._size)
-        key.seal()
+        _fill_random(key, "KeyRing.create_key()", False)
         return key
 
     def read_key(self, path, *, trust="strict", encoding="raw", beneath=None):
@@ -82,12 +81,17 @@ cdef class KeyRing:
         return key
 
     def destroy(self):
-        """Destroy every key in the ring; it then takes no new keys."""
+        """Destroy every key in the ring; it then takes no new keys.
+
+        Like wipe_all(), it does not wait for calls using its keys: they are
+        wiped now, and such a call fails (KeyDestroyedError) or, if it touches
+        the key again, ends the process.
+        """
         cdef void *node = _registry_head
         cdef SecureBuffer buf
         while node != NULL:
             buf = <SecureBuffer>node
             node = buf._c_next
             if buf._owner is self:
-                _destroy_buffer(buf)
+                _destroy_buffer(buf, True)
         (<Ring *>self._c_ring).closed = True

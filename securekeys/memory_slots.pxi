@@ -377,6 +377,9 @@ cdef Slot *_ring_take(Ring *ring, size_t size, unsigned char **data) except NULL
     ring.free = slot.next_free
     slot.next_free = NULL
     slot.wiped = False
+    # Zero even though the last key here was wiped: a new key never starts
+    # with bytes anyone wrote before (a stray write through a stale pointer).
+    memset(slot.canary + _CANARY_SIZE, 0, size)
     memcpy(slot.canary, _canary, _CANARY_SIZE)
     data[0] = slot.canary + _CANARY_SIZE
     ring.keys += 1

@@ -45,8 +45,9 @@ cdef int _protect_to_wipe(void *start, size_t length, int prot) noexcept nogil:
 
 cdef void _wipe_all_chunks() noexcept nogil:
     # The fatal path's wipe, which cannot fail and needs neither the GIL nor
-    # any Python object: every slot and KeyRing page that holds a live key is
-    # zeroed in place; a chunk that cannot be made writable even with the
+    # any Python object: every slot in use and every KeyRing page is zeroed
+    # in place, wiped ones too (a user in flight may have written after a
+    # wipe); a chunk that cannot be made writable even with the
     # spares is unmapped whole (unmapping a whole mapping never splits one),
     # which takes its secrets out of the process as surely.
     cdef Chunk *chunk = _chunks
@@ -62,13 +63,11 @@ cdef void _wipe_all_chunks() noexcept nogil:
         else:
             if chunk.pages != NULL:
                 for i in range(_RING_RUN_PAGES):
-                    page = &chunk.pages[i]
-                    if page.counts[SK_NOACCESS] + page.counts[SK_READONLY] + page.counts[SK_READWRITE] > 0:
-                        sodium.sodium_memzero(page.start, _page_size)
+                    sodium.sodium_memzero(chunk.pages[i].start, _page_size)
             else:
                 for i in range(chunk.count):
                     slot = &chunk.slots[i]
-                    if not slot.free and not slot.wiped:
+                    if not slot.free:
                         sodium.sodium_memzero(slot.start, slot.length)
             mprotect(chunk.base, chunk.length, PROT_NONE)
         chunk = chunk.next

@@ -289,19 +289,35 @@ def test_nbytes_and_protection(venv: Venv) -> None:
     """)
 
 
-def test_destroy_wins_over_a_borrow(venv: Venv) -> None:
+def test_destroy_of_a_borrowed_key_waits_for_the_release(venv: Venv) -> None:
     venv.check("""
         key = securekeys.create_key(32)
-        assert d.destroy_while_borrowed(key, False) == (d.SK["DESTROYED"], -1)
+        with key.reading() as view:
+            first = view[0]
+        during, after, byte = d.destroy_while_borrowed(key)
+        assert (during, after, byte) == (d.SK["READONLY"], d.SK["DESTROYED"], first)
         assert key.destroyed and key.state is Protection.DESTROYED
     """)
 
 
-def test_touching_a_borrowed_pointer_after_destroy_crashes(venv: Venv) -> None:
+def test_release_after_wipe_all_raises(venv: Venv) -> None:
+    venv.check("""
+        key = securekeys.create_key(32)
+        try:
+            d.wipe_all_while_borrowed(key, False)
+        except securekeys.KeyDestroyedError:
+            pass
+        else:
+            raise AssertionError("the release did not say the key was wiped")
+        assert key.destroyed and key.state is Protection.DESTROYED
+    """)
+
+
+def test_touching_a_borrowed_pointer_after_wipe_all_crashes(venv: Venv) -> None:
     venv.fatal("""
         key = securekeys.create_key(32)
         print("before", flush=True)
-        d.destroy_while_borrowed(key, True)
+        d.wipe_all_while_borrowed(key, True)
         print("after", flush=True)
     """, signal.SIGSEGV)
 

@@ -1,5 +1,5 @@
 # Linux declarations that Cython's own libc/posix .pxd files lack (prctl,
-# memfd_secret, gettid, openat2, poll, pthread_atfork, sched_yield,
+# getrandom, memfd_secret, gettid, openat2, poll, pthread_atfork, sched_yield,
 # MAP_FIXED_NOREPLACE, O_NOFOLLOW), and the one C helper that hands a signal
 # on to a saved action.
 #
@@ -123,3 +123,8 @@ cdef extern from *:
     }
     """
     void chain_signal "securekeys_chain_signal" (const void *previous, int sig, void *info, void *context) nogil
+
+cdef extern from "sys/random.h" nogil:
+    # getrandom(2) (glibc 2.25): create_key's fill, which must see EFAULT
+    # as an error rather than abort on it as randombytes_buf() does.
+    ssize_t getrandom(void *buf, size_t buflen, unsigned int flags)

@@ -77,17 +77,34 @@ def is_secure_key(obj):
     return isinstance(obj, SecureKey)
 
 
-def destroy_while_borrowed(SecureBuffer buf not None, bint touch):
-    """destroy() wins over a borrow: the pointer is dead afterwards."""
+def destroy_while_borrowed(SecureBuffer buf not None):
+    """destroy() of a sealed key during a borrow: the borrow keeps the whole
+    key to its release, which wipes it.  (protection during, after, byte 0)."""
+    cdef const unsigned char *p = buf.borrow_read()
+    cdef int during
+    cdef int first
+    try:
+        buf.destroy()
+        during = buf.protection()
+        first = p[0]          # still the key: the wipe waits for the release
+    finally:
+        buf.release_read()
+    return during, buf.protection(), first
+
+
+def wipe_all_while_borrowed(SecureBuffer buf not None, bint touch):
+    """wipe_all() does not wait: the pointer is dead at once (a touch ends
+    the process) and the release raises KeyDestroyedError."""
+    import securekeys
     cdef int touched = -1
     cdef const unsigned char *p = buf.borrow_read()
     try:
-        buf.destroy()
+        securekeys.wipe_all()
         if touch:
-            touched = p[0]   # the pages are NOACCESS now: this load ends the process
+            touched = p[0]    # NOACCESS now: this load ends the process
     finally:
         buf.release_read()
-    return buf.protection(), touched
+    return touched
 
 
 def release_unborrowed(SecureBuffer buf not None):
