@@ -22,7 +22,7 @@ from cpython.object cimport PyObject_AsFileDescriptor
 from libc.errno cimport errno, EINTR, EAGAIN, ENOMEM, EPERM
 from libc.stdint cimport uintptr_t
 from libc.signal cimport SIG_DFL, SIG_IGN, SIGBUS, SIGPIPE, SIGSEGV, SIGTTOU, raise_, signal
-from libc.stdlib cimport abort, calloc, free
+from libc.stdlib cimport abort, calloc, free, realloc
 from libc.string cimport memcmp, memcpy, memset, strerror, strlen
 from posix.mman cimport (
     mmap, munmap, mprotect, mlock2, madvise, MAP_FAILED, MAP_PRIVATE, MAP_SHARED,
@@ -30,10 +30,10 @@ from posix.mman cimport (
     MADV_DONTDUMP, MADV_WIPEONFORK, MADV_DONTFORK, MADV_HUGEPAGE,
 )
 from posix.signal cimport sigaction, sigaction_t, sigemptyset, siginfo_t, SA_ONSTACK, SA_SIGINFO
-from posix.fcntl cimport AT_SYMLINK_NOFOLLOW, O_CLOEXEC, O_NOCTTY, O_NONBLOCK, O_RDONLY
+from posix.fcntl cimport AT_SYMLINK_NOFOLLOW, O_CLOEXEC, O_NOCTTY, O_NONBLOCK, O_RDONLY, O_RDWR, open
 from posix.stat cimport fstat, fstatat, struct_stat, S_ISREG
 from posix.types cimport off_t
-from posix.unistd cimport close, ftruncate, geteuid, pause, read, sysconf, write, _SC_PAGESIZE
+from posix.unistd cimport close, ftruncate, geteuid, pause, pwrite, read, sysconf, write, _SC_PAGESIZE
 
 from securekeys._checks cimport raise_errno
 from securekeys._fdio cimport read_retrying

@@ -46,9 +46,18 @@ cdef int _apply(SecureBuffer buf) except -1:
         target = SK_READONLY
     if target != buf._state:
         if _slot_protect(<Slot *>buf._c_slot, target) != 0:
-            raise_errno("mprotect on guarded memory", errno)
+            _raise_protect_error("mprotect on guarded memory", errno)
         buf._state = target
     return 0
+
+
+cdef int _raise_protect_error(str what, int err) except -1:
+    # A protection change refused at vm.max_map_count is the OSError the
+    # documentation names (ENOMEM), not a MemoryError: memory is not short.
+    if err == ENOMEM:
+        raise OSError(ENOMEM, f"{what}: the process is at vm.max_map_count (no mapping left "
+                              f"to split); nothing was made more accessible")
+    return raise_errno(what, err)
 
 
 cdef int _set_base(SecureBuffer buf, int level) except -1:

@@ -100,25 +100,31 @@ cdef void _wipe_claimed(SecureBuffer buf, bint users_in_flight) noexcept:
 
 cdef void _rewipe(SecureBuffer buf) noexcept:
     # Zero the bytes of a wiped buffer again (what a user wrote after the
-    # wipe), then give back the protection the wipe had left.  No canary
-    # check: the wipe zeroed the canary.
+    # wipe), leaving its protection as the wipe left it.  No canary check:
+    # the wipe zeroed the canary.
     cdef Slot *slot = <Slot *>buf._c_slot
     cdef int left
     if slot == NULL:
         return                            # destroyed by fork(): not ours any more
-    left = slot.level
-    if slot.page != NULL:
-        if _ring_page_set(slot.page, SK_READWRITE, True) != 0:
-            _fatal_c(b"cannot make a KeyRing page writable to wipe a key again")
+    left = slot.page.level if slot.page != NULL else slot.level
+    if left == SK_READWRITE:
         sodium.sodium_memzero(buf._c_data, buf._size)
-        if _ring_page_set(slot.page, _ring_target(slot.page), True) != 0:
-            _fatal_c(b"cannot restore the protection of a KeyRing page")
-        return
-    if left != SK_READWRITE and _protect_to_wipe(slot.start, slot.length, PROT_READ | PROT_WRITE) != 0:
-        _fatal_c(b"cannot make a secure buffer writable to wipe it again")
-    sodium.sodium_memzero(buf._c_data, buf._size)
-    if left != SK_READWRITE and _protect_to_wipe(slot.start, slot.length, _prot(left)) != 0:
-        _fatal_c(b"cannot make a wiped secure buffer inaccessible")
+    elif _zero_through_proc(buf._c_data, buf._size) != 0:
+        # Through /proc/self/mem rather than by lifting the protection: no
+        # stale access gets a window, and no mapping is needed at
+        # vm.max_map_count.  Without /proc: lift, zero, lower.
+        if slot.page != NULL:
+            if _ring_page_set(slot.page, SK_READWRITE, True) != 0:
+                _fatal_c(b"cannot make a KeyRing page writable to wipe a key again")
+            sodium.sodium_memzero(buf._c_data, buf._size)
+            if _ring_page_set(slot.page, left, True) != 0:
+                _fatal_c(b"cannot restore the protection of a KeyRing page")
+        else:
+            if _protect_to_wipe(slot.start, slot.length, PROT_READ | PROT_WRITE) != 0:
+                _fatal_c(b"cannot make a secure buffer writable to wipe it again")
+            sodium.sodium_memzero(buf._c_data, buf._size)
+            if _protect_to_wipe(slot.start, slot.length, _prot(left)) != 0:
+                _fatal_c(b"cannot make a wiped secure buffer inaccessible")
 
 
 cdef bint _destroy_buffer(SecureBuffer buf, bint now) noexcept:

@@ -245,18 +245,26 @@ cdef void _slot_wipe(Slot *slot, unsigned char *data, size_t size, int current,
     if slot.page != NULL:
         _ring_wipe(slot, data, size)
         return
-    if current != SK_READWRITE and _protect_to_wipe(slot.start, slot.length, PROT_READ | PROT_WRITE) != 0:
-        _fatal_c(b"cannot make a secure buffer writable to wipe it")
-    if sodium.sodium_memcmp(slot.canary, _canary, _CANARY_SIZE) != 0:
-        _fatal_c(b"the canary before a secure buffer was overwritten "
-                 b"(a write ran past the start of the buffer)")
-    sodium.sodium_memzero(slot.canary, _CANARY_SIZE + size)
+    cdef bint writable = current == SK_READWRITE
+    if not writable and _protect_to_wipe(slot.start, slot.length, PROT_READ | PROT_WRITE) == 0:
+        writable = True
+        slot.level = SK_READWRITE
+    if writable:
+        if sodium.sodium_memcmp(slot.canary, _canary, _CANARY_SIZE) != 0:
+            _fatal_c(b"the canary before a secure buffer was overwritten "
+                     b"(a write ran past the start of the buffer)")
+        sodium.sodium_memzero(slot.canary, _CANARY_SIZE + size)
+    elif _zero_through_proc(slot.canary, _CANARY_SIZE + size) != 0:
+        # At vm.max_map_count even with the spares: zeroed without a mapping.
+        _fatal_c(b"cannot wipe a secure buffer")
     slot.wiped = True
-    slot.level = SK_READWRITE
-    if not unreachable or slot.chunk.slot_pages > _WRITABLE_FREE_MAX_PAGES:
-        if _protect_to_wipe(slot.start, slot.length, PROT_NONE) != 0:
-            _fatal_c(b"cannot make a wiped secure buffer inaccessible")
-        slot.level = SK_NOACCESS
+    if not writable or not unreachable or slot.chunk.slot_pages > _WRITABLE_FREE_MAX_PAGES:
+        # Lowering a slot between its guard pages to PROT_NONE merges
+        # mappings: it never needs a spare.
+        if slot.level != SK_NOACCESS:
+            if _protect_to_wipe(slot.start, slot.length, PROT_NONE) != 0:
+                _fatal_c(b"cannot make a wiped secure buffer inaccessible")
+            slot.level = SK_NOACCESS
     _take_spares()
 
 
@@ -302,16 +310,31 @@ cdef inline int _ring_target(RingPage *page) noexcept nogil:
 
 
 cdef int _ring_page_set(RingPage *page, int level, bint wiping) noexcept nogil:
-    # `wiping`: a wipe may use the spare mappings (see _protect_to_wipe).
+    # A page raised from NOACCESS first has its two spares (memory_wipe.pxi),
+    # or fails with ENOMEM before anything changes; a lowering, and any
+    # change for a wipe (`wiping`), may use the spares at the limit.
+    global _raised_ring_pages
     cdef int rc
-    if level != page.level:
-        if wiping:
-            rc = _protect_to_wipe(page.start, _page_size, _prot(level))
-        else:
-            rc = _mprotect(page.start, _page_size, _prot(level))
-        if rc != 0:
+    cdef bint raising = page.level == SK_NOACCESS
+    if level == page.level:
+        return 0
+    if raising:
+        _raised_ring_pages += 1
+        if not _take_spares():
+            _raised_ring_pages -= 1
+            _set_errno(ENOMEM)
             return -1
-        page.level = level
+    if wiping or level < page.level:
+        rc = _protect_to_wipe(page.start, _page_size, _prot(level))
+    else:
+        rc = _mprotect(page.start, _page_size, _prot(level))
+    if rc != 0:
+        if raising:
+            _raised_ring_pages -= 1
+        return -1
+    if level == SK_NOACCESS:
+        _raised_ring_pages -= 1
+    page.level = level
     return 0
 
 
@@ -373,7 +396,7 @@ cdef Slot *_ring_take(Ring *ring, size_t size, unsigned char **data) except NULL
     slot.page.counts[SK_READWRITE] += 1
     if _ring_page_set(slot.page, SK_READWRITE, False) != 0:
         slot.page.counts[SK_READWRITE] -= 1
-        raise_errno("mprotect", errno)
+        _raise_protect_error("mprotect of a KeyRing page", errno)
     ring.free = slot.next_free
     slot.next_free = NULL
     slot.wiped = False
@@ -388,17 +411,22 @@ cdef Slot *_ring_take(Ring *ring, size_t size, unsigned char **data) except NULL
 
 cdef void _ring_wipe(Slot *slot, unsigned char *data, size_t size) noexcept:
     cdef RingPage *page = slot.page
-    if _ring_page_set(page, SK_READWRITE, True) != 0:
-        _fatal_c(b"cannot make a KeyRing page writable to wipe a key")
-    if sodium.sodium_memcmp(slot.canary, _canary, _CANARY_SIZE) != 0:
-        _fatal_c(b"the canary before a KeyRing key was overwritten "
-                 b"(a write ran past the end of its neighbour)")
-    sodium.sodium_memzero(slot.canary, _CANARY_SIZE + size)
+    if _ring_page_set(page, SK_READWRITE, True) == 0:
+        if sodium.sodium_memcmp(slot.canary, _canary, _CANARY_SIZE) != 0:
+            _fatal_c(b"the canary before a KeyRing key was overwritten "
+                     b"(a write ran past the end of its neighbour)")
+        sodium.sodium_memzero(slot.canary, _CANARY_SIZE + size)
+    elif _zero_through_proc(slot.canary, _CANARY_SIZE + size) != 0:
+        # At vm.max_map_count even with the spares: zeroed without a mapping
+        # (the canary is not checked on this path).
+        _fatal_c(b"cannot wipe a KeyRing key")
     page.counts[slot.level] -= 1
     slot.level = SK_NOACCESS
     slot.wiped = True
     slot.chunk.ring.keys -= 1
     if _ring_page_set(page, _ring_target(page), True) != 0:
+        # A lowering, with this page's spares held: cannot fail for want of
+        # a mapping.
         _fatal_c(b"cannot restore the protection of a KeyRing page")
     _take_spares()
 
