@@ -45,9 +45,35 @@ cdef int _apply(SecureBuffer buf) except -1:
     elif buf._readers > 0 and target < SK_READONLY:
         target = SK_READONLY
     if target != buf._state:
+        if (<Slot *>buf._c_slot).page != NULL:
+            return _apply_ring(buf, target)
         if _slot_protect(<Slot *>buf._c_slot, target) != 0:
             _raise_protect_error("mprotect on guarded memory", errno)
         buf._state = target
+    return 0
+
+
+cdef int _apply_ring(SecureBuffer buf, int target) except -1:
+    # A KeyRing key's page is shared: lowering it at the end of a borrow can
+    # split a mapping twice.  A borrow that raises the key above its own
+    # protection first holds two spare mappings for that (memory_wipe.pxi),
+    # so that the end of the borrow cannot fail for want of one.
+    global _borrowed_ring_keys
+    cdef bint was_raised = (sk_load(&buf._users) & _RING_RAISED) != 0
+    cdef bint raised = target > buf._base
+    if raised and not was_raised:
+        _borrowed_ring_keys += 1
+        sk_fetch_or(&buf._users, _RING_RAISED)
+        if not _take_spares():
+            _ring_unraise(buf)
+            _raise_protect_error("a borrow of a KeyRing key", ENOMEM)
+    if _slot_protect(<Slot *>buf._c_slot, target) != 0:
+        if raised and not was_raised:
+            _ring_unraise(buf)
+        _raise_protect_error("mprotect of a KeyRing page", errno)
+    if was_raised and not raised:
+        _ring_unraise(buf)
+    buf._state = target
     return 0
 
 

@@ -37,11 +37,13 @@ cdef extern from *:
     static inline int sk_fetch_add(int *p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_ACQ_REL); }
     static inline int sk_fetch_sub(int *p, int v) { return __atomic_fetch_sub(p, v, __ATOMIC_ACQ_REL); }
     static inline int sk_fetch_or(int *p, int v) { return __atomic_fetch_or(p, v, __ATOMIC_ACQ_REL); }
+    static inline int sk_fetch_and(int *p, int v) { return __atomic_fetch_and(p, v, __ATOMIC_ACQ_REL); }
     static inline int sk_load(int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
     """
     int sk_fetch_add(int *p, int v) noexcept nogil
     int sk_fetch_sub(int *p, int v) noexcept nogil
     int sk_fetch_or(int *p, int v) noexcept nogil
+    int sk_fetch_and(int *p, int v) noexcept nogil
     int sk_load(int *p) noexcept nogil
 
 cdef enum:
@@ -49,6 +51,7 @@ cdef enum:
     _DOOMED = 1 << 24
     _WIPED = 1 << 25
     _WIPED_UNDER = 1 << 26
+    _RING_RAISED = 1 << 27     # a KeyRing key raised by a borrow holds two spares (memory_wipe.pxi)
 
 
 cdef inline bint _is_doomed(SecureBuffer buf) noexcept nogil:
@@ -96,6 +99,13 @@ cdef void _wipe_claimed(SecureBuffer buf, bint users_in_flight) noexcept:
         sk_fetch_or(&buf._users, _WIPED_UNDER)
     _slot_wipe(<Slot *>buf._c_slot, buf._c_data, buf._size, buf._state, not reachable)
     buf._state = SK_DESTROYED
+    _ring_unraise(buf)
+
+
+cdef inline void _ring_unraise(SecureBuffer buf) noexcept nogil:
+    global _borrowed_ring_keys
+    if sk_fetch_and(&buf._users, ~_RING_RAISED) & _RING_RAISED:
+        _borrowed_ring_keys -= 1
 
 
 cdef void _rewipe(SecureBuffer buf) noexcept:

@@ -310,30 +310,17 @@ cdef inline int _ring_target(RingPage *page) noexcept nogil:
 
 
 cdef int _ring_page_set(RingPage *page, int level, bint wiping) noexcept nogil:
-    # A page raised from NOACCESS first has its two spares (memory_wipe.pxi),
-    # or fails with ENOMEM before anything changes; a lowering, and any
-    # change for a wipe (`wiping`), may use the spares at the limit.
-    global _raised_ring_pages
+    # A lowering, and any change for a wipe (`wiping`), may use the spare
+    # mappings at the limit (memory_wipe.pxi).
     cdef int rc
-    cdef bint raising = page.level == SK_NOACCESS
     if level == page.level:
         return 0
-    if raising:
-        _raised_ring_pages += 1
-        if not _take_spares():
-            _raised_ring_pages -= 1
-            _set_errno(ENOMEM)
-            return -1
     if wiping or level < page.level:
         rc = _protect_to_wipe(page.start, _page_size, _prot(level))
     else:
         rc = _mprotect(page.start, _page_size, _prot(level))
     if rc != 0:
-        if raising:
-            _raised_ring_pages -= 1
         return -1
-    if level == SK_NOACCESS:
-        _raised_ring_pages -= 1
     page.level = level
     return 0
 
@@ -424,10 +411,11 @@ cdef void _ring_wipe(Slot *slot, unsigned char *data, size_t size) noexcept:
     slot.level = SK_NOACCESS
     slot.wiped = True
     slot.chunk.ring.keys -= 1
-    if _ring_page_set(page, _ring_target(page), True) != 0:
-        # A lowering, with this page's spares held: cannot fail for want of
-        # a mapping.
-        _fatal_c(b"cannot restore the protection of a KeyRing page")
+    # Lowering the page (when this key was the one keeping it readable) may
+    # fail at vm.max_map_count once the spares are gone: the page then stays
+    # as it is, holding this key's zeros, and is lowered at its next change.
+    # Never fatal: the key is wiped either way.
+    _ring_page_set(page, _ring_target(page), True)
     _take_spares()
 
 

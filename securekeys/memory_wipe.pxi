@@ -5,10 +5,11 @@
 # splits it twice, and each split needs the count below vm.max_map_count,
 # which mmap() lets reach one above it: three spares take a process at the
 # limit back to where both splits succeed.  KeyRing pages share mappings with
-# their neighbours, so lowering one page (the end of a borrow, a wipe) can
-# need two splits each: two more spares are held for every ring page whose
-# protection is raised, taken before it is raised (a borrow that cannot have
-# them fails cleanly, with OSError, before anything is readable).  A
+# their neighbours, so the end of a borrow, which lowers one page, can need
+# two splits each: two more spares are held for every KeyRing key raised
+# above its own protection by a borrow, taken before it is raised (a borrow
+# that cannot have them fails cleanly, with OSError, before anything is
+# readable).  A
 # protection change that hits the limit unmaps the spares and tries again;
 # they are mapped again afterwards.  Each is a one-page MAP_SHARED anonymous
 # mapping, which never merges with a neighbour, so unmapping one always
@@ -25,11 +26,11 @@ cdef enum:
 cdef void **_spares = NULL
 cdef size_t _spare_count = 0          # mapped now
 cdef size_t _spare_capacity = 0
-cdef size_t _raised_ring_pages = 0    # KeyRing pages above NOACCESS
+cdef size_t _borrowed_ring_keys = 0   # KeyRing keys raised above their own protection
 
 
 cdef inline size_t _spares_wanted() noexcept nogil:
-    return _BASE_SPARES + 2 * _raised_ring_pages
+    return _BASE_SPARES + 2 * _borrowed_ring_keys
 
 
 cdef bint _take_spares() noexcept nogil:
