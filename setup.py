@@ -2,7 +2,7 @@
 
 Every securekeys/*.pyx is one extension module.  Before compiling anything,
 check the tool chain in the order a build needs it (a C compiler, Python's
-headers, libsodium's headers), so that a machine missing one of them gets one
+headers, libsodium's headers, the Argon2 reference library's header), so that a machine missing one of them gets one
 sentence naming what to install rather than a compiler error dump.
 
 Cython runs only when extensions are built (not for an sdist), so an sdist
@@ -25,21 +25,30 @@ TRACE = os.environ.get("SECUREKEYS_CYTHON_TRACE") == "1"
 APT_HINT = "on Debian/Ubuntu, `apt-get install {}`, then retry."
 
 
-def pkg_config(*args: str) -> list[str]:
-    """Flags from pkg-config for libsodium, or [] when it is not available."""
+# The C libraries each extension links: libsodium everywhere; the Argon2
+# reference library (argon2_ctx() takes an allocator, so password_key's working
+# memory can be guarded memory) only where password_key is.
+LIBRARIES = {"securekeys.crypto": ["sodium", "argon2"]}
+PKG_CONFIG_NAMES = {"sodium": "libsodium", "argon2": "libargon2"}
+
+
+def pkg_config(package: str, *args: str) -> list[str]:
+    """Flags from pkg-config for `package`, or [] when it is not available."""
     if shutil.which("pkg-config") is None:
         return []
-    result = subprocess.run(["pkg-config", *args, "libsodium"],
+    result = subprocess.run(["pkg-config", *args, package],
                             capture_output=True, text=True)
     return result.stdout.split() if result.returncode == 0 else []
 
 
-def sodium_include_dirs() -> list[str]:
-    return [flag[2:] for flag in pkg_config("--cflags-only-I")]
+def header_dirs(libraries: list[str]) -> list[str]:
+    return [flag[2:] for library in libraries
+            for flag in pkg_config(PKG_CONFIG_NAMES[library], "--cflags-only-I")]
 
 
-def sodium_library_dirs() -> list[str]:
-    return [flag[2:] for flag in pkg_config("--libs-only-L")]
+def link_dirs(libraries: list[str]) -> list[str]:
+    return [flag[2:] for library in libraries
+            for flag in pkg_config(PKG_CONFIG_NAMES[library], "--libs-only-L")]
 
 
 class BuildExt(build_ext):
@@ -76,9 +85,13 @@ class BuildExt(build_ext):
              f"securekeys needs Python's C headers (Python.h) to build: "
              f"{APT_HINT.format('python3-dev')}"),
             ("#include <sodium.h>\nint probe(void) { return sodium_init(); }\n",
-             sodium_include_dirs(),
+             header_dirs(["sodium"]),
              f"securekeys needs the libsodium headers (sodium.h) to build: "
              f"{APT_HINT.format('libsodium-dev')}"),
+            ("#include <argon2.h>\nint probe(void) { return ARGON2_VERSION_13; }\n",
+             header_dirs(["argon2"]),
+             f"securekeys needs the Argon2 reference library's headers (argon2.h) to build: "
+             f"{APT_HINT.format('libargon2-dev')}"),
         ]
         for source, include_dirs, missing in probes:
             if not _compiles(compiler, source, include_dirs):
@@ -108,7 +121,8 @@ def _compiles(compiler: CCompiler, source: str, include_dirs: list[str]) -> bool
 
 
 def extensions() -> list[Extension]:
-    """One extension per securekeys/*.pyx, each linked against libsodium."""
+    """One extension per securekeys/*.pyx, each linked against libsodium
+    (and the crypto extension against libargon2 too)."""
     sources = sorted(glob.glob("securekeys/*.pyx"))
     if not sources:
         # An sdist or checkout without the Cython sources would otherwise
@@ -118,17 +132,19 @@ def extensions() -> list[Extension]:
             f"securekeys/_memory.pyx) in {os.path.abspath('securekeys')}: this source "
             f"tree or sdist is incomplete; build from a full checkout or a complete sdist.")
     macros = [("CYTHON_TRACE_NOGIL", "1")] if TRACE else []
-    return [
-        Extension(
-            source[:-len(".pyx")].replace("/", "."),
+    built = []
+    for source in sources:
+        name = source[:-len(".pyx")].replace("/", ".")
+        libraries = LIBRARIES.get(name, ["sodium"])
+        built.append(Extension(
+            name,
             [source],
-            include_dirs=sodium_include_dirs(),
-            library_dirs=sodium_library_dirs(),
-            libraries=["sodium"],
+            include_dirs=header_dirs(libraries),
+            library_dirs=link_dirs(libraries),
+            libraries=libraries,
             define_macros=macros,
-        )
-        for source in sources
-    ]
+        ))
+    return built
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})

@@ -27,6 +27,11 @@ command -v pkg-config >/dev/null 2>&1 || missing="$missing pkg-config"
 if [ ! -f /usr/include/sodium.h ] && ! pkg-config --exists libsodium 2>/dev/null; then
     missing="$missing libsodium-dev"
 fi
+# The Argon2 reference library: password_key runs Argon2id through it so that
+# its working memory can be guarded memory (libsodium's crypto_pwhash cannot).
+if [ ! -f /usr/include/argon2.h ] && ! pkg-config --exists libargon2 2>/dev/null; then
+    missing="$missing libargon2-dev"
+fi
 
 [ -z "$missing" ] && exit 0
 if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

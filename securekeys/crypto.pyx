@@ -41,12 +41,13 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes
 from cpython.mem cimport PyMem_RawMalloc, PyMem_RawFree
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.ref cimport Py_INCREF, Py_DECREF
-from libc.string cimport memcpy
+from libc.stdint cimport uint8_t, uint32_t
+from libc.string cimport memcpy, memset
 
 from securekeys._checks cimport SODIUM_INTERNAL, SODIUM_FORGED, SODIUM_NO_MEMORY, sodium_failed
 from securekeys._memory cimport SecureBuffer, SecureKey, SK_DESTROYED
 from securekeys._wipe cimport wipe_stack_and_registers
-from securekeys.includes cimport sodium
+from securekeys.includes cimport argon2, sodium
 
 from securekeys.errors import DecryptionError, KeyDestroyedError
 from securekeys.terminal import PASSWORD_MAX_BYTES, read_password
@@ -63,7 +64,7 @@ include "crypto_secretbox.pxi"  # encrypt/decrypt: the AEAD with a random nonce 
 include "crypto_kdf.pxi"        # crypto_kdf subkeys (BLAKE2b)
 include "crypto_auth.pxi"       # HMAC-SHA-512-256 and keyed BLAKE2b
 include "crypto_sign.pxi"       # Ed25519
-include "crypto_pwhash.pxi"     # Argon2id
+include "crypto_pwhash.pxi"     # Argon2id (the reference library), its working memory guarded
 include "crypto_kx.pxi"         # X25519 key exchange: session keys
 include "crypto_box.pxi"        # sealed boxes: encryption to a public key
 include "crypto_stream.pxi"     # secretstream: StreamEncryptor / StreamDecryptor

@@ -100,14 +100,15 @@ def test_wheel_from_sdist_equals_wheel_from_tree(distributions: Distributions,
     assert "securekeys.libs" not in {n.split("/")[0] for n in from_sdist}
 
 
-def test_repaired_wheel_bundles_libsodium(distributions: Distributions) -> None:
+def test_repaired_wheel_bundles_libsodium_and_libargon2(distributions: Distributions) -> None:
     assert sorted(p.name for p in distributions.dist.glob("*.whl")) == [distributions.repaired.name]
     assert re.fullmatch(r"securekeys-[\w.]+-cp3\d+-cp3\d+-manylinux_2_\d+_x86_64\.whl",
                         distributions.repaired.name), distributions.repaired.name
     names = zipfile.ZipFile(distributions.repaired).namelist()
-    bundled = [n for n in names if n.startswith("securekeys.libs/") and not n.endswith("/")]
-    assert len(bundled) == 1 and re.fullmatch(r"securekeys\.libs/libsodium-\w+\.so[.\d]*",
-                                              bundled[0]), bundled
+    bundled = sorted(n for n in names if n.startswith("securekeys.libs/") and not n.endswith("/"))
+    assert len(bundled) == 2, bundled
+    assert re.fullmatch(r"securekeys\.libs/libargon2-\w+\.so[.\d]*", bundled[0]), bundled
+    assert re.fullmatch(r"securekeys\.libs/libsodium-\w+\.so[.\d]*", bundled[1]), bundled
     # The repaired wheel is the built one plus the library: nothing lost.
     built = {n for n in zipfile.ZipFile(distributions.wheel).namelist()
              if not n.endswith("RECORD")}
@@ -195,36 +196,41 @@ def test_installed_package_works_without_the_source_tree(
     assert f"libsodium version: {sodium}" in cli.stdout.splitlines(), cli.stdout
 
 
-MAPPED_SODIUM = """
+# securekeys.crypto is the extension that links libargon2 (password_key).
+MAPPED_LIBRARY = """
     import json, os, sys
-    import securekeys
+    import securekeys, securekeys.crypto
     mapped = set()
     with open("/proc/self/maps") as maps:
         for line in maps:
             fields = line.split(maxsplit=5)
-            if len(fields) == 6 and "libsodium" in os.path.basename(fields[5].strip()):
+            if len(fields) == 6 and sys.argv[1] in os.path.basename(fields[5].strip()):
                 mapped.add(fields[5].strip())
     print(json.dumps({"prefix": os.path.realpath(sys.prefix), "mapped": sorted(mapped)}))
 """
 
 
-def _mapped_libsodium(installed: Installed) -> tuple[str, list[str]]:
-    proc = installed.run(MAPPED_SODIUM)
+def _mapped_library(installed: Installed, library: str) -> tuple[str, list[str]]:
+    proc = installed.run(MAPPED_LIBRARY, library)
     assert proc.returncode == 0, proc.stderr
     found = json.loads(proc.stdout)
     return found["prefix"], found["mapped"]
 
 
-def test_repaired_wheel_loads_libsodium_from_the_wheel(installed_repaired: Installed) -> None:
-    prefix, mapped = _mapped_libsodium(installed_repaired)
-    assert len(mapped) == 1, mapped     # one libsodium, no system copy beside it
+@pytest.mark.parametrize("library", ["libsodium", "libargon2"])
+def test_repaired_wheel_loads_its_libraries_from_the_wheel(installed_repaired: Installed,
+                                                           library: str) -> None:
+    prefix, mapped = _mapped_library(installed_repaired, library)
+    assert len(mapped) == 1, mapped     # one copy, no system copy beside it
     assert re.fullmatch(re.escape(prefix) + r"/lib/python3\.\d+/site-packages/"
-                        r"securekeys\.libs/libsodium-\w+\.so[.\d]*", mapped[0]), mapped
+                        r"securekeys\.libs/" + library + r"-\w+\.so[.\d]*", mapped[0]), mapped
 
 
-def test_unrepaired_wheel_loads_the_system_libsodium(installed_wheel: Installed) -> None:
+@pytest.mark.parametrize("library", ["libsodium", "libargon2"])
+def test_unrepaired_wheel_loads_the_system_libraries(installed_wheel: Installed,
+                                                     library: str) -> None:
     # The contrast that shows the check above can tell the two apart.
-    prefix, mapped = _mapped_libsodium(installed_wheel)
+    prefix, mapped = _mapped_library(installed_wheel, library)
     assert len(mapped) == 1 and not mapped[0].startswith(prefix + os.sep), mapped
 
 
@@ -325,6 +331,22 @@ def test_setup_says_libsodium_headers_are_missing(tmp_path: Path) -> None:
     last = proc.stderr.strip().splitlines()[-1]
     assert "libsodium headers (sodium.h)" in last and "apt-get install libsodium-dev" in last, last
     assert "brew" not in last
+
+
+def test_setup_says_argon2_header_is_missing(tmp_path: Path) -> None:
+    # /dev/null bound over /usr/include/argon2.h, in a private mount namespace:
+    # the header is there but declares nothing, as if it were not.
+    header = Path("/usr/include/argon2.h")
+    if shutil.which("unshare") is None or not header.is_file():
+        pytest.skip("needs unshare(1) and the Argon2 header in /usr/include")
+    script = f"mount --bind /dev/null {header} && exec \"$0\" \"$@\""
+    proc = _build_ext(_source_copy(tmp_path), wrap=["unshare", "--mount", "sh", "-c", script])
+    if proc.returncode != 0 and "argon2" not in proc.stderr and (
+            "Operation not permitted" in proc.stderr or "permission denied" in proc.stderr):
+        pytest.skip(f"no mount namespace here: {proc.stderr.strip()}")
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "headers (argon2.h)" in last and "apt-get install libargon2-dev" in last, last
 
 
 # -- scripts/prerequisites.sh ------------------------------------------------------------

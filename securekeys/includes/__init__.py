@@ -1,1 +1,2 @@
-"""libsodium declarations for Cython (``from securekeys.includes cimport sodium``)."""
+"""C declarations for Cython: libsodium (``from securekeys.includes cimport sodium``),
+the Argon2 reference library (``argon2``) and Linux calls (``system``)."""
