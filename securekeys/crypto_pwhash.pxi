@@ -47,7 +47,7 @@ def password_key(password, salt, size=32, *, opslimit=OPSLIMIT_INTERACTIVE,
         raise ValueError(f"password must be at most {sodium.crypto_pwhash_PASSWD_MAX} bytes long")
     cdef _In s = _NO_INPUT
     try:
-        _input_fixed(salt, &s, "salt", sodium.crypto_pwhash_SALTBYTES, _READ_ONCE)
+        _input_fixed(salt, &s, "salt", sodium.crypto_pwhash_SALTBYTES, _READ_ONCE, NULL)   # hashed once
         a.salt = s.ptr
         return _run_into_new(&_PWHASH, &a, pw, SecureKey(n))
     finally:

@@ -99,9 +99,11 @@ def verify(public, message, signature):
     cdef _In m = _NO_INPUT
     cdef _In sig = _NO_INPUT
     cdef _Args a = _NO_ARGS
+    cdef unsigned char pk_room[_ROOM]
+    cdef unsigned char sig_room[_ROOM]
     try:
-        _input_fixed(public, &pk, "public", sodium.crypto_sign_PUBLICKEYBYTES, _READ_TWICE)
-        _input_fixed(signature, &sig, "signature", sodium.crypto_sign_BYTES, _READ_TWICE)
+        _input_fixed(public, &pk, "public", sodium.crypto_sign_PUBLICKEYBYTES, _READ_TWICE, pk_room)
+        _input_fixed(signature, &sig, "signature", sodium.crypto_sign_BYTES, _READ_TWICE, sig_room)
         _input(message, &m, "message", _READ_ONCE)
         a.pk = pk.ptr
         a.tag = sig.ptr
