@@ -194,6 +194,10 @@ def aead_decrypt_into(key, ciphertext, nonce, out, aad=None):
     as it was.  `out` too small is a ValueError; a forged message is a
     `DecryptionError`: in both cases `out` is left exactly as it was.  An
     authentic empty plaintext returns 0.
+
+    The tag is checked first, then the plaintext decrypted: the ciphertext,
+    nonce and AAD are read twice, so unless they are ``bytes`` they are
+    copied first (a nonce onto the stack).
     """
     cdef SecureBuffer k = _secure_arg(key, "key", sodium.crypto_aead_xchacha20poly1305_ietf_KEYBYTES)
     cdef SecureBuffer o = _secure_arg(out, "out", 0)

@@ -89,7 +89,9 @@ def kx_client_session_keys(client, server_public):
     written by libsodium straight into guarded memory, READONLY.
 
     A public key of the wrong length, or one libsodium rejects (a low-order
-    point), is a ValueError.
+    point), is a ValueError.  libsodium reads `server_public` twice (the
+    scalar multiplication, then the hash): unless it is ``bytes`` it is
+    copied first, so that both read the same key.
     """
     return _session_keys(&_KX_CLIENT, client, server_public, "server_public")
 

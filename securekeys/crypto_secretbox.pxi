@@ -98,7 +98,8 @@ def decrypt_into(key, sealed, out, aad=b""):
     returns the plaintext's length (0 for an authentic empty message).
 
     `out` too small is a ValueError, forged input `DecryptionError`; in both
-    cases `out` is left exactly as it was.
+    cases `out` is left exactly as it was.  `sealed` and `aad` are read twice
+    (the tag check, then the decryption): copied first unless ``bytes``.
     """
     cdef SecureBuffer k = _secure_arg(key, "key", sodium.crypto_aead_xchacha20poly1305_ietf_KEYBYTES)
     cdef SecureBuffer o = _secure_arg(out, "out", 0)

@@ -71,9 +71,10 @@ def sign(secret, message):
     """The 64-byte detached Ed25519 signature of `message` by `secret` (64 bytes).
 
     Ed25519 reads the message twice (for the nonce, then the challenge): a
-    message that is not ``bytes`` is copied first (a SecureBuffer into
-    guarded memory), as two messages under one nonce would give away the
-    secret key.
+    message that is not ``bytes`` is copied first, as two messages under one
+    nonce would give away the secret key.  A SecureBuffer, or a memoryview
+    or slice of one (``with buf.reading() as view: sign(secret, view)``), is
+    copied into guarded memory; any other copy is wiped after the call.
     """
     cdef SecureBuffer sk = _secure_arg(secret, "secret", sodium.crypto_sign_SECRETKEYBYTES)
     cdef _In m = _NO_INPUT

@@ -156,7 +156,7 @@ def test_aead_decrypt_into_answers_for_one_value_while_a_thread_flips(target: st
     out = SecureBuffer(BIG)
     seen = {"ok": 0, "forged": 0, "wrong": 0}
     with Flipper(nonce if target == "nonce" else aad, 5):
-        for _ in range(ROUNDS):
+        for _ in range(2 * ROUNDS):
             seen[_check_into(lambda o: aead_decrypt_into(key, box, nonce, o, aad), message, out)] += 1
     assert seen["wrong"] == 0, seen
 
@@ -168,7 +168,7 @@ def test_decrypt_into_answers_for_one_aad_while_a_thread_flips_it() -> None:
     out = SecureBuffer(BIG)
     seen = {"ok": 0, "forged": 0, "wrong": 0}
     with Flipper(aad, 5):
-        for _ in range(ROUNDS):
+        for _ in range(2 * ROUNDS):
             seen[_check_into(lambda o: decrypt_into(key, sealed, o, aad), message, out)] += 1
     assert seen["wrong"] == 0, seen
 
