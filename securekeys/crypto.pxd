@@ -44,7 +44,8 @@ cdef SecureBuffer aead_decrypt_from(SecureBuffer key,
 # SecureKey, not `key`) of at least clen - 16 bytes, borrowed for writing
 # during the call: returns the plaintext length (0 for an authentic empty
 # plaintext).  `out` too small is ValueError; forged is DecryptionError; in
-# both cases `out` is left exactly as it was.
+# both cases `out` is left exactly as it was.  `c`, `ad` and `nonce` are read
+# twice (the tag is checked, then the plaintext decrypted).
 cdef Py_ssize_t aead_decrypt_to(SecureBuffer key, SecureBuffer out,
                                 const unsigned char *c, size_t clen,
                                 const unsigned char *ad, size_t adlen,

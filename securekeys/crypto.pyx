@@ -10,14 +10,19 @@ Public inputs (messages, nonces, AAD, ciphertexts, public keys, signatures)
 are any bytes-like object and are read in place, without a copy.  A
 ``SecureBuffer`` is accepted there too (it is borrowed like a key), so that a
 secret can be encrypted or MACed without leaving guarded memory.  The one
-exception: an input libsodium reads twice (the ciphertext of aead_decrypt,
-decrypt, box_seal_open and a stream's pull, the message of sign, the
-signature and public key of verify, the tag of mac_verify, the public key
-of box_seal) is snapshotted first unless it is ``bytes``, so that a buffer
-changing during the call (another thread, another process sharing the
-memory, a key destroyed by another thread) cannot make the answer belong to
-bytes nobody gave -- a forged plaintext, a forged signature accepted, or one nonce
-for two messages.  A SecureBuffer's snapshot is guarded memory.
+exception: an input one call reads more than once -- by libsodium, or by our
+own check-then-decrypt passes -- is snapshotted first unless it is ``bytes``
+(or a memoryview of ``bytes``), so that a buffer changing during the call
+(another thread, another process sharing the memory, a key destroyed by
+another thread) cannot make the answer belong to bytes nobody gave -- a
+forged plaintext, a forged signature accepted, session keys the peer does not
+share, or one nonce for two messages.  Those inputs are: the ciphertext of
+aead_decrypt, decrypt, box_seal_open and a stream's pull; the ciphertext,
+nonce and AAD of aead_decrypt_into and decrypt_into; the message of sign; the
+signature and public key of verify; the tag of mac_verify; the public key of
+box_seal; the peer's public key of kx_*_session_keys.  A snapshot of guarded
+bytes (a SecureBuffer, or a memoryview or slice of one) is guarded memory;
+any other snapshot is wiped before it is freed.
 
 Secret outputs (plaintexts, derived keys, secret keys of key pairs, session
 keys) are written by libsodium straight into new guarded memory and returned
@@ -39,6 +44,7 @@ from typing import NamedTuple
 from cpython.buffer cimport PyObject_CheckBuffer, PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_RawMalloc, PyMem_RawFree
+from cpython.memoryview cimport PyMemoryView_Check, PyMemoryView_GET_BUFFER
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.ref cimport Py_INCREF, Py_DECREF
 from libc.stdint cimport uint8_t, uint32_t

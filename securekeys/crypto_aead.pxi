@@ -136,9 +136,9 @@ def aead_encrypt(key, plaintext, nonce, aad=None):
     cdef _In n = _NO_INPUT
     cdef _In ad = _NO_INPUT
     try:
-        _input_fixed(nonce, &n, "nonce", sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES, _READ_ONCE)
+        _input_fixed(nonce, &n, "nonce", sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES, _READ_ONCE, NULL)
         _input(plaintext, &m, "plaintext", _READ_ONCE)
-        _input_or_none(aad, &ad, "aad")
+        _input_or_none(aad, &ad, "aad", _READ_ONCE)
         if (m.len > PY_SSIZE_T_MAX - <Py_ssize_t>sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES
                 or <size_t>m.len > sodium.crypto_aead_xchacha20poly1305_ietf_MESSAGEBYTES_MAX):
             raise ValueError("plaintext is too long")
@@ -174,9 +174,9 @@ def aead_decrypt(key, ciphertext, nonce, aad=None):
     cdef _In n = _NO_INPUT
     cdef _In ad = _NO_INPUT
     try:
-        _input_fixed(nonce, &n, "nonce", sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES, _READ_ONCE)
+        _input_fixed(nonce, &n, "nonce", sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES, _READ_ONCE, NULL)
         _input(ciphertext, &c, "ciphertext", _READ_TWICE)
-        _input_or_none(aad, &ad, "aad")
+        _input_or_none(aad, &ad, "aad", _READ_ONCE)
         return aead_decrypt_from(k, c.ptr, <size_t>c.len, ad.ptr, <size_t>ad.len, n.ptr)
     finally:
         _release(&c)
@@ -194,16 +194,24 @@ def aead_decrypt_into(key, ciphertext, nonce, out, aad=None):
     as it was.  `out` too small is a ValueError; a forged message is a
     `DecryptionError`: in both cases `out` is left exactly as it was.  An
     authentic empty plaintext returns 0.
+
+    The tag is checked first, then the plaintext decrypted: the ciphertext,
+    nonce and AAD are read twice, so unless they are ``bytes`` they are
+    copied first (a nonce onto the stack).
     """
     cdef SecureBuffer k = _secure_arg(key, "key", sodium.crypto_aead_xchacha20poly1305_ietf_KEYBYTES)
     cdef SecureBuffer o = _secure_arg(out, "out", 0)
     cdef _In c = _NO_INPUT
     cdef _In n = _NO_INPUT
     cdef _In ad = _NO_INPUT
+    cdef unsigned char nonce_room[_ROOM]
     try:
-        _input_fixed(nonce, &n, "nonce", sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES, _READ_ONCE)
+        # All three read twice: the tag is checked, then the plaintext
+        # decrypted (_aead_check_then_decrypt_call).
+        _input_fixed(nonce, &n, "nonce", sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES, _READ_TWICE,
+                     nonce_room)
         _input(ciphertext, &c, "ciphertext", _READ_TWICE)
-        _input_or_none(aad, &ad, "aad")
+        _input_or_none(aad, &ad, "aad", _READ_TWICE)
         return aead_decrypt_to(k, o, c.ptr, <size_t>c.len, ad.ptr, <size_t>ad.len, n.ptr)
     finally:
         _release(&c)
@@ -226,9 +234,9 @@ def _aead_decrypt_key(key, ciphertext, nonce, aad, result):
     cdef _Args a
     try:
         k = _secure_arg(key, "key", sodium.crypto_aead_xchacha20poly1305_ietf_KEYBYTES)
-        _input_fixed(nonce, &n, "nonce", sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES, _READ_ONCE)
+        _input_fixed(nonce, &n, "nonce", sodium.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES, _READ_ONCE, NULL)
         _input(ciphertext, &c, "ciphertext", _READ_TWICE)
-        _input_or_none(aad, &ad, "aad")
+        _input_or_none(aad, &ad, "aad", _READ_ONCE)
         if _aead_plaintext_len(k, c.ptr, <size_t>c.len, ad.ptr, <size_t>ad.len, n.ptr) != r.nbytes():
             raise ValueError(f"the ciphertext holds {c.len - <Py_ssize_t>AEAD_TAG_BYTES} bytes, "
                              f"the key has {r.nbytes()}")

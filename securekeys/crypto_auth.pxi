@@ -97,8 +97,9 @@ def mac_verify(key, message, tag):
     cdef SecureBuffer k = _secure_arg(key, "key", sodium.crypto_auth_KEYBYTES)
     cdef _In m = _NO_INPUT
     cdef _In t = _NO_INPUT
+    cdef unsigned char tag_room[_ROOM]
     try:
-        _input_fixed(tag, &t, "tag", sodium.crypto_auth_BYTES, _READ_TWICE)
+        _input_fixed(tag, &t, "tag", sodium.crypto_auth_BYTES, _READ_TWICE, tag_room)
         _input(message, &m, "message", _READ_ONCE)
         return mac_check(k, m.ptr, <size_t>m.len, t.ptr) == 1
     finally:

@@ -63,9 +63,10 @@ def box_seal(public, message):
     cdef _In pk = _NO_INPUT
     cdef _In m = _NO_INPUT
     cdef _Args a = _NO_ARGS
+    cdef unsigned char pk_room[_ROOM]
     try:
-        # Read twice (the shared key, then the nonce): held still.
-        _input_fixed(public, &pk, "public", sodium.crypto_box_PUBLICKEYBYTES, _READ_TWICE)
+        # Read twice (the nonce, then the shared key): held still.
+        _input_fixed(public, &pk, "public", sodium.crypto_box_PUBLICKEYBYTES, _READ_TWICE, pk_room)
         _input(message, &m, "message", _READ_ONCE)
         if <size_t>m.len > sodium.crypto_box_MESSAGEBYTES_MAX - sodium.crypto_box_SEALBYTES:
             raise ValueError("message is too long")
@@ -97,7 +98,9 @@ def box_seal_open(pair, sealed):
     cdef _In c = _NO_INPUT
     cdef _Args a = _NO_ARGS
     try:
-        _input_fixed(pair.public, &pk, "public", sodium.crypto_box_PUBLICKEYBYTES, _READ_TWICE)
+        # Our public key is hashed once, into the nonce; the sender's (in
+        # `sealed`) is hashed, then multiplied by.
+        _input_fixed(pair.public, &pk, "public", sodium.crypto_box_PUBLICKEYBYTES, _READ_ONCE, NULL)
         _input(sealed, &c, "sealed", _READ_TWICE)
         if <size_t>c.len < sodium.crypto_box_SEALBYTES:
             raise DecryptionError(f"sealed box must be at least {sodium.crypto_box_SEALBYTES} "

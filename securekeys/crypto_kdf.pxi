@@ -43,7 +43,7 @@ def derive_key(master, subkey_id, context, size=32):
     sub_id = subkey_id
     cdef _In ctx = _NO_INPUT
     try:
-        _input_fixed(context, &ctx, "context", sodium.crypto_kdf_CONTEXTBYTES, _READ_ONCE)
+        _input_fixed(context, &ctx, "context", sodium.crypto_kdf_CONTEXTBYTES, _READ_ONCE, NULL)   # one memcpy
         return derive_key_from(mk, sub_id, ctx.ptr, n)
     finally:
         _release(&ctx)

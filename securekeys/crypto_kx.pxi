@@ -31,7 +31,8 @@ cdef int _kx_seed_keypair_call(_Args *a) noexcept nogil:
     return sodium.crypto_kx_seed_keypair(a.pk_out, a.out, a.key)
 
 
-# a.pk: our public key; a.tag: the peer's (read once each).
+# a.pk: our public key, hashed once; a.tag: the peer's, multiplied by (read
+# twice there: the small-order check, then the point), then hashed.
 cdef int _kx_client_call(_Args *a) noexcept nogil:
     return sodium.crypto_kx_client_session_keys(a.out, a.out2, a.pk, a.key, a.tag)
 
@@ -68,9 +69,10 @@ cdef object _session_keys(const _Op *op, object ours, object peer_public, str pe
     cdef _In pk = _NO_INPUT
     cdef _In peer = _NO_INPUT
     cdef _Args a = _NO_ARGS
+    cdef unsigned char peer_room[_ROOM]
     try:
-        _input_fixed(ours.public, &pk, "public", sodium.crypto_kx_PUBLICKEYBYTES, _READ_ONCE)
-        _input_fixed(peer_public, &peer, peer_name, sodium.crypto_kx_PUBLICKEYBYTES, _READ_ONCE)
+        _input_fixed(ours.public, &pk, "public", sodium.crypto_kx_PUBLICKEYBYTES, _READ_ONCE, NULL)
+        _input_fixed(peer_public, &peer, peer_name, sodium.crypto_kx_PUBLICKEYBYTES, _READ_TWICE, peer_room)
         a.pk = pk.ptr
         a.tag = peer.ptr
         tx = SecureKey(sodium.crypto_kx_SESSIONKEYBYTES)
@@ -87,7 +89,9 @@ def kx_client_session_keys(client, server_public):
     written by libsodium straight into guarded memory, READONLY.
 
     A public key of the wrong length, or one libsodium rejects (a low-order
-    point), is a ValueError.
+    point), is a ValueError.  libsodium reads `server_public` twice (the
+    scalar multiplication, then the hash): unless it is ``bytes`` it is
+    copied first, so that both read the same key.
     """
     return _session_keys(&_KX_CLIENT, client, server_public, "server_public")
 

@@ -193,7 +193,7 @@ def password_key(password, salt, size=32, *, opslimit=OPSLIMIT_INTERACTIVE,
     call.rc = argon2.ARGON2_OK
     cdef _In s = _NO_INPUT
     try:
-        _input_fixed(salt, &s, "salt", sodium.crypto_pwhash_SALTBYTES, _READ_ONCE)
+        _input_fixed(salt, &s, "salt", sodium.crypto_pwhash_SALTBYTES, _READ_ONCE, NULL)   # hashed once
         a.salt = s.ptr
         securekeys_argon2_call = &call
         try:

@@ -60,7 +60,7 @@ def encrypt(key, message, aad=b""):
     cdef _In ad = _NO_INPUT
     try:
         _input(message, &m, "message", _READ_ONCE)
-        _input_or_none(aad, &ad, "aad")
+        _input_or_none(aad, &ad, "aad", _READ_ONCE)
         if m.len > PY_SSIZE_T_MAX - <Py_ssize_t>_sealed_min():
             raise ValueError("message is too long")
         result = PyBytes_FromStringAndSize(NULL, m.len + <Py_ssize_t>_sealed_min())
@@ -86,7 +86,7 @@ def decrypt(key, sealed, aad=b""):
     cdef _In ad = _NO_INPUT
     try:
         _input(sealed, &s, "sealed", _READ_TWICE)
-        _input_or_none(aad, &ad, "aad")
+        _input_or_none(aad, &ad, "aad", _READ_ONCE)
         return decrypt_from(k, s.ptr, <size_t>s.len, ad.ptr, <size_t>ad.len)
     finally:
         _release(&s)
@@ -98,7 +98,8 @@ def decrypt_into(key, sealed, out, aad=b""):
     returns the plaintext's length (0 for an authentic empty message).
 
     `out` too small is a ValueError, forged input `DecryptionError`; in both
-    cases `out` is left exactly as it was.
+    cases `out` is left exactly as it was.  `sealed` and `aad` are read twice
+    (the tag check, then the decryption): copied first unless ``bytes``.
     """
     cdef SecureBuffer k = _secure_arg(key, "key", sodium.crypto_aead_xchacha20poly1305_ietf_KEYBYTES)
     cdef SecureBuffer o = _secure_arg(out, "out", 0)
@@ -106,7 +107,7 @@ def decrypt_into(key, sealed, out, aad=b""):
     cdef _In ad = _NO_INPUT
     try:
         _input(sealed, &s, "sealed", _READ_TWICE)
-        _input_or_none(aad, &ad, "aad")
+        _input_or_none(aad, &ad, "aad", _READ_TWICE)     # the tag check, then the decryption
         return decrypt_to(k, o, s.ptr, <size_t>s.len, ad.ptr, <size_t>ad.len)
     finally:
         _release(&s)

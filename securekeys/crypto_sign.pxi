@@ -71,9 +71,10 @@ def sign(secret, message):
     """The 64-byte detached Ed25519 signature of `message` by `secret` (64 bytes).
 
     Ed25519 reads the message twice (for the nonce, then the challenge): a
-    message that is not ``bytes`` is copied first (a SecureBuffer into
-    guarded memory), as two messages under one nonce would give away the
-    secret key.
+    message that is not ``bytes`` is copied first, as two messages under one
+    nonce would give away the secret key.  A SecureBuffer, or a memoryview
+    or slice of one (``with buf.reading() as view: sign(secret, view)``), is
+    copied into guarded memory; any other copy is wiped after the call.
     """
     cdef SecureBuffer sk = _secure_arg(secret, "secret", sodium.crypto_sign_SECRETKEYBYTES)
     cdef _In m = _NO_INPUT
@@ -99,9 +100,11 @@ def verify(public, message, signature):
     cdef _In m = _NO_INPUT
     cdef _In sig = _NO_INPUT
     cdef _Args a = _NO_ARGS
+    cdef unsigned char pk_room[_ROOM]
+    cdef unsigned char sig_room[_ROOM]
     try:
-        _input_fixed(public, &pk, "public", sodium.crypto_sign_PUBLICKEYBYTES, _READ_TWICE)
-        _input_fixed(signature, &sig, "signature", sodium.crypto_sign_BYTES, _READ_TWICE)
+        _input_fixed(public, &pk, "public", sodium.crypto_sign_PUBLICKEYBYTES, _READ_TWICE, pk_room)
+        _input_fixed(signature, &sig, "signature", sodium.crypto_sign_BYTES, _READ_TWICE, sig_room)
         _input(message, &m, "message", _READ_ONCE)
         a.pk = pk.ptr
         a.tag = sig.ptr

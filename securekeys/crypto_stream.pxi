@@ -145,7 +145,7 @@ cdef class StreamEncryptor(_Stream):
         state = self._enter()
         try:
             _input(message, &m, "message", _READ_ONCE)
-            _input_or_none(aad, &ad, "aad")
+            _input_or_none(aad, &ad, "aad", _READ_ONCE)
             if <size_t>m.len > sodium.crypto_secretstream_xchacha20poly1305_MESSAGEBYTES_MAX:
                 raise ValueError("message is too long")
             result = PyBytes_FromStringAndSize(NULL, m.len + <Py_ssize_t>STREAM_OVERHEAD_BYTES)
@@ -179,7 +179,7 @@ cdef class StreamDecryptor(_Stream):
         cdef _Args a = _NO_ARGS
         try:
             _input_fixed(header, &h, "header", sodium.crypto_secretstream_xchacha20poly1305_HEADERBYTES,
-                         _READ_ONCE)
+                         _READ_ONCE, NULL)
             a.nonce = h.ptr
             self._start(k, &_INIT_PULL, &a)
         finally:
@@ -195,7 +195,7 @@ cdef class StreamDecryptor(_Stream):
         state = self._enter()
         try:
             _input(ciphertext, &c, "ciphertext", _READ_TWICE)
-            _input_or_none(aad, &ad, "aad")
+            _input_or_none(aad, &ad, "aad", _READ_ONCE)
             if <size_t>c.len < sodium.crypto_secretstream_xchacha20poly1305_ABYTES:
                 raise DecryptionError(f"ciphertext must be at least {STREAM_OVERHEAD_BYTES} bytes "
                                       f"long, not {c.len}")
