@@ -122,12 +122,14 @@ def wait_in_flight(buf, call):
             os._exit(4)
         time.sleep(0.0002)
 
-def strike(buf, call, action, start=True):
-    """Start `call` (unless it runs already), wait until it uses `buf`, run
-    `action`; exit NOT_RACED unless the call was still using `buf` afterwards."""
+def strike(buf, call, action, start=True, delay=0.0):
+    """Start `call` (unless it runs already), wait until it uses `buf` (and
+    `delay` seconds more), run `action`; exit NOT_RACED unless the call was
+    still using `buf` afterwards."""
     if start:
         call.start()
     wait_in_flight(buf, call)
+    time.sleep(delay)
     action()
     if _users_in_flight(buf) == 0:
         call.join()
@@ -216,14 +218,21 @@ class Child:
         return self.returncode == -signal.SIGSEGV and "securekeys: fatal: " in self.stderr
 
 
-def race(body: str, *, env: dict[str, str] | None = None, attempts: int = 3) -> Child:
-    """Run PRELUDE + body in a fresh interpreter until it raced."""
+def race(body: str, *, env: dict[str, str] | None = None, attempts: int = 3, late: bool = False) -> Child:
+    """Run PRELUDE + body in a fresh interpreter until it raced.  `late`: the
+    strike comes once the call should be done with the key (LATE scales a
+    delay, a share of the call's measured length), to reach the
+    KeyDestroyedError branch and its checks; a fatal death is correct too,
+    but then the branch is tried again, and skipped after `attempts`."""
     child = None
     for _ in range(attempts):
-        child = Child(run_python(PRELUDE + body, timeout=120, env=env))
-        if child.returncode != NOT_RACED:
-            assert "TIMEOUT" not in child.said, child
+        child = Child(run_python(PRELUDE + body.replace("LATE", "1" if late else "0"),
+                                 timeout=120, env=env))
+        assert "TIMEOUT" not in child.said, child
+        if child.returncode != NOT_RACED and not (late and child.died_fatally):
             return child
+    if late and child is not None and child.died_fatally:
+        pytest.skip(f"the strike never came after the call's last touch of the key: {child!r}")
     pytest.fail(f"the call could not be caught in flight in {attempts} attempts: {child!r}")
 
 
@@ -291,7 +300,11 @@ scan(secret=secret)
     assert_nowhere(child, "secret")
 
 
-def test_keyring_destroy_while_signing_never_returns_a_signature() -> None:
+@pytest.mark.parametrize("late", [False, True], ids=["at-once", "late"])
+def test_keyring_destroy_while_signing_never_returns_a_signature(late: bool) -> None:
+    # Ed25519 reads the key at its start and the public half again after its
+    # first pass over the message: struck at once the call faults on the
+    # revoked page; struck late it made a signature, which must be dropped.
     child = race(f'''
 m = bytes({BIG})
 source = crypto.signing_keypair()
@@ -300,15 +313,18 @@ sk = ring._new_key()
 fill_key(sk, source.secret)
 secret = remember(sk)
 source.secret.destroy()
+began = time.monotonic()
+crypto.sign(sk, m)
+took = time.monotonic() - began
 call = Call(lambda: crypto.sign(sk, m))
-strike(sk, call, ring.destroy)
+strike(sk, call, ring.destroy, delay=LATE * 0.75 * took)
 say("AT-ONCE", sk.destroyed, len(ring))
 call.join()
 say("OUTCOME", call.outcome)
 say("AFTER", zeros(sk), _users_in_flight(sk))
 del source
 scan(secret=secret)
-''')
+''', late=late)
     if assert_failed_or_died(child):
         assert child.one("AT-ONCE") == "True 0", child
         assert child.one("AFTER") == "True 0", child
@@ -329,7 +345,9 @@ plain = bytes(PLAIN)
 # 64 bytes of keystream (the ciphertext of zeros) far into the message, where
 # the scan's own small allocations do not reach once the result is freed:
 # remembered masked, the ciphertext they came from zeroed in place.
+began = time.monotonic()
 small = crypto.aead_encrypt(key, memoryview(plain)[:OFFSET + 64], nonce)
+took = time.monotonic() - began
 view = memoryview(small)
 keystream = Masked(view[OFFSET:OFFSET + 64])
 view.release()
@@ -353,15 +371,18 @@ scan(secret=secret, keystream=keystream)
     assert child.found()["secret"] == 0, child
 
 
-def test_wipe_all_while_aead_encrypt_runs() -> None:
+@pytest.mark.parametrize("late", [False, True], ids=["at-once", "late"])
+def test_wipe_all_while_aead_encrypt_runs(late: bool) -> None:
+    # XChaCha20 reads the key once, at its start (HChaCha20): struck late, the
+    # call completes from its subkey, and its ciphertext must be zeroed.
     child = race(KEYSTREAM + '''
 call = Call(lambda: crypto.aead_encrypt(key, plain, nonce))
-strike(key, call, wipe_all)
+strike(key, call, wipe_all, delay=LATE * 0.3 * took)
 call.join()
 say("OUTCOME", call.outcome)
 say("AFTER", zeros(key), _users_in_flight(key))
 scan(secret=secret, keystream=keystream)
-''', env=HEAP_RESULTS)
+''', env=HEAP_RESULTS, late=late)
     if assert_failed_or_died(child):
         assert child.one("AFTER") == "True 0", child
         # the key, and the ciphertext made from it (zeroed before it was dropped)
@@ -468,24 +489,29 @@ say("AFTER", key.destroyed, zeros(key), _users_in_flight(key))
 ARGON2 = "opslimit=crypto.OPSLIMIT_MIN, memlimit=128 << 20"
 
 
-def test_destroy_of_a_writable_password_in_flight_fails_the_derivation() -> None:
+@pytest.mark.parametrize("late", [False, True], ids=["at-once", "late"])
+def test_destroy_of_a_writable_password_in_flight_fails_the_derivation(late: bool) -> None:
+    # Argon2 reads the password once, at its start: struck late, it derives
+    # the right key, which must be wiped and destroyed.
     child = race(f'''
 source = create_key(32)
 pw = SecureBuffer(32)
 copy(pw, source)
 source.destroy()
 salt = os.urandom(16)
+began = time.monotonic()
 reference = crypto.password_key(pw, salt, {ARGON2})
+took = time.monotonic() - began
 password, derived = remember(pw), remember(reference)
 reference.destroy()
 call = Call(lambda: crypto.password_key(pw, salt, {ARGON2}))
-strike(pw, call, pw.destroy)
+strike(pw, call, pw.destroy, delay=LATE * 0.3 * took)
 say("AT-ONCE", pw.destroyed, zeros(pw))     # READWRITE: wiped now
 call.join()
 say("OUTCOME", call.outcome)
 say("AFTER", zeros(pw), _users_in_flight(pw))
 scan(password=password, derived=derived)
-''')
+''', late=late)
     if assert_failed_or_died(child):
         assert child.one("AT-ONCE") == "True True", child
         assert child.one("AFTER") == "True 0", child
@@ -559,3 +585,47 @@ scan(secret=secret, signing=signing)
     assert child.one("AFTER") == "True 0 1", child
     assert child.one("FRESH") == "True True 2", child
     assert_nowhere(child, "secret", "signing")
+
+
+# -- read_key()'s full path: wipe_all() between the fill and the seal ----------------------------
+
+@pytest.mark.parametrize("reader", ["read_key(path, 32, trust='root-managed')",
+                                    "KeyRing(32).read_key(path, trust='root-managed')"])
+def test_wipe_all_while_read_key_checks_the_end_of_the_file(reader: str) -> None:
+    # The path files.fill_key_from_file takes for every read the C path does
+    # not finish (trust= other than strict, an encoding, beneath=, a link):
+    # key.readinto(fd), then _at_eof(fd), a read(2) without the GIL, then
+    # key.readonly().  Another thread's wipe_all() lands in that read here on
+    # purpose: _at_eof lets it run, and waits for it, before reading.  A fill
+    # struck by wipe_all() must raise KeyDestroyedError (docs/lifetime.md).
+    child = Child(run_python(PRELUDE + f'''
+import tempfile
+import securekeys.files as files
+from securekeys import read_key, write_key
+folder = tempfile.mkdtemp()
+os.chmod(folder, 0o700)
+path = os.path.join(folder, "key")
+source = create_key(32)
+write_key(path, source)
+source.destroy()
+go, done = threading.Event(), threading.Event()
+def striker():
+    go.wait()
+    say("WIPED", wipe_all())
+    done.set()
+threading.Thread(target=striker, daemon=True).start()
+real_at_eof = files._at_eof
+def at_eof(fd):
+    go.set()
+    assert done.wait(TIMEOUT)
+    return real_at_eof(fd)
+files._at_eof = at_eof
+try:
+    key = {reader}
+    say("OUTCOME returned", key.destroyed)
+except KeyDestroyedError:
+    say("OUTCOME KeyDestroyedError")
+''', timeout=60))
+    assert child.one("WIPED") == "1", child
+    assert child.returncode == 0, child        # today: SIGABRT, "readonly() on a destroyed SecureKey"
+    assert child.one("OUTCOME") == "KeyDestroyedError", child

@@ -133,10 +133,14 @@ class LifetimeMachine(RuleBasedStateMachine):
     # -- making buffers and keys ---------------------------------------------------------------
 
     @precondition(lambda self: self.room())
-    @rule(size=SIZES)
-    def new_buffer(self, size: int) -> None:
+    @rule(size=SIZES, data=st.binary(max_size=64))
+    def new_buffer(self, size: int, data: bytes) -> None:
         entry = self.track(SecureBuffer(size), "SecureBuffer", RW)
         assert entry.data == bytes(size)        # a new buffer starts zero-filled
+        with entry.buf.writing() as view:       # then holds something worth wiping
+            entry.writers.append((None, view))
+            self.write_into(entry, data, size - len(data))
+            entry.writers.clear()
 
     @precondition(lambda self: self.room())
     @rule(size=KEY_SIZES)
@@ -382,7 +386,7 @@ class LifetimeMachine(RuleBasedStateMachine):
 
 
 LifetimeMachine.TestCase.settings = settings(
-    max_examples=100, stateful_step_count=30, deadline=None,
+    max_examples=150, stateful_step_count=30, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestLifetime = LifetimeMachine.TestCase
