@@ -30,7 +30,7 @@ MEMLIMIT_MAX = sodium.crypto_pwhash_MEMLIMIT_MAX
 # Argon2's allocator callbacks take no user pointer.  The derivation they
 # belong to is found through a thread-local pointer instead: with threads=1
 # argon2_ctx() allocates and frees on the thread that called it, and that
-# thread makes one derivation at a time.
+# thread runs one argon2_ctx() at a time.
 cdef extern from *:
     """
     /* securekeys crypto_pwhash.pxi: the _Argon2Call running on this thread. */
@@ -191,6 +191,9 @@ def password_key(password, salt, size=32, *, opslimit=OPSLIMIT_INTERACTIVE,
     cdef _Argon2Call call
     call.memory = <void *>held
     call.rc = argon2.ARGON2_OK
+    # A derivation started by a signal handler while the allocator runs
+    # Python code nests on this thread: it puts back the outer one's pointer.
+    cdef void *outer = securekeys_argon2_call
     cdef _In s = _NO_INPUT
     try:
         _input_fixed(salt, &s, "salt", sodium.crypto_pwhash_SALTBYTES, _READ_ONCE, NULL)   # hashed once
@@ -208,6 +211,6 @@ def password_key(password, salt, size=32, *, opslimit=OPSLIMIT_INTERACTIVE,
             raise held.error
         return key
     finally:
-        securekeys_argon2_call = NULL
+        securekeys_argon2_call = outer
         held.discard()
         _release(&s)
