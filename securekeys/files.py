@@ -34,7 +34,7 @@ from securekeys.encrypted import (
     is_encrypted,
     parse_header,
 )
-from securekeys.errors import DecryptionError, EncryptedKeyFileError, KeyFileError
+from securekeys.errors import DecryptionError, EncryptedKeyFileError, KeyDestroyedError, KeyFileError
 from securekeys.trust import (
     Encoding,
     Trust,
@@ -297,6 +297,15 @@ def _refuse_encrypted(key: SecureKey, path: str | bytes) -> None:
                            f"{inside}-byte key if it is whole: pass passphrase= or kek=, and size={inside}", path)
 
 
+def _still_ours(key: SecureKey) -> None:
+    """After a step that released the GIL (the end-of-file probe, a text
+    read): another thread's wipe_all() or KeyRing.destroy() may have taken
+    the key meanwhile, which is a failed read, not misuse."""
+    if key.destroyed:
+        raise KeyDestroyedError("read_key(): the key was destroyed (wipe_all() or KeyRing.destroy()) "
+                                "while it was being read")
+
+
 # The options go by position on the way in: a call with keywords costs more,
 # and every read pays it, the default ones too.
 def fill_key_from_file(key: SecureKey, path: StrOrBytesPath, trust: Trust = "strict",
@@ -310,6 +319,7 @@ def fill_key_from_file(key: SecureKey, path: StrOrBytesPath, trust: Trust = "str
         fd, st, path = _open_checked(path, size, trust, encoding, beneath, False)
         if encoding != "raw":
             _read_text(key, fd, st, path, encoding)
+            _still_ours(key)
             key.readonly()
             return st
         try:
@@ -320,6 +330,7 @@ def fill_key_from_file(key: SecureKey, path: StrOrBytesPath, trust: Trust = "str
         if not complete:
             actual = got if got < size else "more"
             raise KeyFileError(errno.EINVAL, f"wrong size: expected {size} bytes, read {actual} (the file changed)", path)
+        _still_ours(key)
         _refuse_encrypted(key, path)
         key.readonly()
         return st
