@@ -19,7 +19,7 @@ import pytest
 
 from securekeys import SecureBuffer
 
-from conftest import run_python
+from conftest import assert_dies, run_python
 
 # A child prelude: `report_on_abort(key)` arranges for the SIGABRT handler to
 # read the key's bytes through /proc/self/mem (which reads PROT_NONE pages
@@ -400,3 +400,33 @@ def test_a_background_job_on_a_tostop_terminal_still_aborts() -> None:
     os.close(master)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, (status, output)
     assert b"securekeys: fatal: readonly() on a destroyed SecureKey" in output
+
+
+@pytest.mark.parametrize("how", ["securekeys._memory._fatal = lambda *a: None",
+                                 "securekeys._memory._fatal = print",
+                                 "del securekeys._memory._fatal"])
+@pytest.mark.parametrize("misuse", ["k.readonly()",          # a check built on a formatted message
+                                    "b = SecureBuffer(8); b.noaccess(); memoryview(b)",
+                                    "securekeys.crypto.mac(k, b'm')"])
+def test_replacing_the_fatal_function_from_python_changes_nothing(how: str, misuse: str) -> None:
+    # The library's checks call the C function behind _fatal, never the
+    # module attribute: what Python puts there cannot turn misuse into a no-op.
+    stderr = assert_dies(f"""
+import securekeys, securekeys._memory, securekeys.crypto
+from securekeys import SecureBuffer, create_key
+k = create_key(32)
+k.destroy()
+{how}
+{misuse}
+print("REACHED")
+""", signal.SIGABRT)
+    assert stderr.count(b"\n") == 1, stderr
+
+
+def test_the_fatal_function_dies_even_when_its_reason_cannot_be_written() -> None:
+    # Asked to die, it dies: a reason it cannot encode is no way out.
+    assert_dies("""
+import securekeys._memory
+securekeys._memory._fatal(None)
+print("REACHED")
+""", signal.SIGABRT, "could not be written")
