@@ -90,7 +90,7 @@ cdef enum:
 cdef const char *_ENCRYPTED_MAGIC_STEM = b"SKEYENC"
 
 
-def _read_key_strict(SecureBuffer key, path):
+def _read_key_strict(SecureBuffer key not None, path):
     """read_key's default path (strict rules, raw bytes) in one C function.
 
     Fills a new READWRITE key from the key file at `path` and seals it
