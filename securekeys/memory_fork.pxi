@@ -80,7 +80,11 @@ cdef inline int _settle_fork() except -1:
     return 0
 
 
-def _after_fork_in_child():
+cpdef void _after_fork_in_child() noexcept:
+    # cpdef, as _fatal: _settle_fork() calls the C function, so replacing the
+    # module attribute cannot leave a child using its parent's keys (zeros
+    # after a raw fork) instead of dying; Python (os.register_at_fork, tests)
+    # gets the def wrapper.
     global _chunks, _inherited, _pool_bytes, _mapped_bytes, _locked_bytes, _forked
     cdef void *node = _registry_head
     cdef SecureBuffer buf

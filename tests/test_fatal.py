@@ -509,3 +509,35 @@ def test_a_raw_fork_child_cannot_reach_memory_through_a_stale_view(backend: str,
     if enter:
         assert "holes left: 0" in out, out
     assert b"securekeys: fatal: SIGSEGV on a key inherited through fork()" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("how", ["securekeys._memory._after_fork_in_child = lambda: None",
+                                 "del securekeys._memory._after_fork_in_child"])
+def test_replacing_the_fork_settlement_from_python_changes_nothing(how: str) -> None:
+    # After a raw fork the parent's anonymous pages read zeros in the child:
+    # were the settlement looked up by name, a no-op there would let the child
+    # MAC with an all-zero key instead of dying.
+    result = run_python(f"""
+import ctypes, os, platform
+import securekeys, securekeys._memory
+from securekeys import crypto
+key = securekeys.create_key(32)
+{how}
+number = {{"x86_64": 57}}.get(platform.machine())
+if number is None:
+    print("SKIP"); raise SystemExit
+pid = ctypes.CDLL(None, use_errno=True).syscall(number)
+if pid == 0:
+    crypto.mac(key, b"m")
+    print("REACHED", flush=True)
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+print(status)
+""")
+    assert result.returncode == 0, result
+    if result.stdout.strip() == b"SKIP":
+        pytest.skip("no raw fork number for this machine")
+    assert b"REACHED" not in result.stdout, result
+    status = int(result.stdout.split()[-1])
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGABRT
+    assert b"destroyed by fork()" in result.stderr
