@@ -454,7 +454,7 @@ cdef class _Borrow:
     cdef bint _write
     cdef object _view
 
-    def __cinit__(self, SecureBuffer buf, bint write):
+    def __cinit__(self, SecureBuffer buf not None, bint write):
         self._buf = buf
         self._write = write
 

@@ -77,7 +77,8 @@ cdef size_t _padding_end(const char *pad, size_t count) noexcept nogil:
     return count
 
 
-def _decode_text(SecureKey key, SecureBuffer text, size_t length, str encoding):
+def _decode_text(SecureKey key not None, SecureBuffer text not None, size_t length,
+                 str encoding):
     """Decode the first `length` bytes of `text` straight into the new
     (READWRITE, unfilled) `key`.  One trailing newline (LF or CRLF) may end
     the text; nothing else but the encoding's alphabet and base64's "="
@@ -136,7 +137,7 @@ def _decode_text(SecureKey key, SecureBuffer text, size_t length, str encoding):
         text.release_read()
 
 
-def _encode_text(SecureBuffer key, str encoding):
+def _encode_text(SecureBuffer key not None, str encoding):
     """A new READONLY SecureBuffer holding `key` in `encoding` (with "="
     padding for base64) and a final newline, encoded from guarded memory
     into guarded memory.  A NOACCESS key is borrowed and returned to NOACCESS."""

@@ -1,9 +1,9 @@
 # Included by _memory.pyx: the fatal path.
 #
 # Misuse of a key ends the process, always through _fatal_c(): the library's
-# own checks (_fatal), libsodium's misuse handler, and a fault the MMU raises
-# on guarded memory (memory_faults.pxi, through _die_of).  The order is what
-# makes it safe:
+# own checks (_fatal, a cpdef that Python cannot replace for them), libsodium's
+# misuse handler, and a fault the MMU raises on guarded memory
+# (memory_faults.pxi, through _die_of).  The order is what makes it safe:
 #   1. wipe every live secret (memguard's SafePanic), with a wipe that cannot
 #      fail (_wipe_all_chunks, in memory_slots.pxi);
 #   2. say why in one line, without ever blocking: a full pipe or a paused
@@ -97,11 +97,24 @@ cdef void _fatal_c(const char *what) noexcept nogil:
     abort()
 
 
-def _fatal(str what):
+cpdef void _fatal(str what) noexcept:
     """Wipe all keys, write `securekeys: fatal: <what>` to stderr and abort."""
-    # ASCII with escapes: no Unicode line separator (U+2028, U+0085) can split
-    # the line, and cutting it short never cuts a character in half.
-    _fatal_c(what.encode("ascii", "backslashreplace"))
+    # cpdef, not def: the library's own checks call the C function directly,
+    # never through the module's globals, so replacing `_memory._fatal` from
+    # Python changes what Python callers get and nothing else (a def would be
+    # looked up by name at each call: `_memory._fatal = print` would turn
+    # every misuse into a printed line).  noexcept: nothing here may turn the
+    # way out into an exception a caller could catch.
+    cdef bytes line = None
+    try:
+        # ASCII with escapes: no Unicode line separator (U+2028, U+0085) can
+        # split the line, and cutting it short never cuts a character in half.
+        line = what.encode("ascii", "backslashreplace")
+    except BaseException:
+        pass    # None, or no memory for the line: die all the same
+    if line is None:
+        _fatal_c(b"misuse (the reason could not be written)")
+    _fatal_c(line)
 
 
 cdef int _mprotect(void *start, size_t length, int prot) noexcept nogil:

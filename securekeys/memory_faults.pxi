@@ -43,7 +43,9 @@ cdef const char *_what_is_at(const unsigned char *address) noexcept nogil:
     cdef Chunk *chunk = _chunks
     while chunk != NULL:
         if chunk.base <= address < chunk.base + chunk.length:
-            if _forked:     # sealed by fork(), not yet settled
+            # Sealed by fork(), or a raw fork's child (the marker reads 0):
+            # either way the parent's, not yet settled.
+            if _forked or _alive[0] == 0:
                 return _INHERITED
             return _what_in_chunk(chunk, <size_t>(address - chunk.base) // _page_size)
         chunk = chunk.next

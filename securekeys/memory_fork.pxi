@@ -13,9 +13,16 @@
 #      os.fork), _after_fork_in_child() marks every buffer DESTROYED and
 #      forgets the parent's chunks, pools and rings, so that the child never
 #      reuses them; using a parent key is then fatal, naming fork().
-# A fork made with the raw system call runs no handler at all: a wiped-on-
-# fork marker page, which reads 0 in any child, catches it at step 2, which
-# then does step 1 too (a stale view reads zeros until then).
+# A fork made with the raw system call (syscall(SYS_fork), clone without
+# CLONE_VM) runs no handler at all, and no code of ours runs in the child
+# until it next enters the library: a wiped-on-fork marker page, which reads
+# 0 in any child, catches it at step 2, which then does step 1 too.  Until
+# then a stale view (a memoryview exported before the fork) of an anonymous
+# chunk reads zeros, and one of a secretmem chunk faults on the hole, unless
+# the child itself mapped something there meanwhile: that stays reachable
+# through the stale view (the child's own ordinary memory, never a secret:
+# no key of the child can be made before step 2 reserves the rest of the
+# range).  The fault handler names fork() for both (_alive reads 0).
 
 cdef int _forked = 0              # set by step 1, cleared by step 2
 cdef Chunk *_inherited = NULL     # the parent's chunks, kept to name a fault
@@ -34,6 +41,24 @@ cdef int _map_fork_marker() except -1:
     return 0
 
 
+cdef void _reserve_hole(unsigned char *start, size_t length) noexcept nogil:
+    # PROT_NONE over the range of a parent's secretmem chunk, absent in the
+    # child (MADV_DONTFORK), so that nothing mapped later (the child's own
+    # keys first of all) can land under a stale view of it.  After a raw
+    # fork, code that ran before the library was entered may already have
+    # mapped something there, and one mapping over the whole range then
+    # fails (EEXIST): each page still free is reserved on its own, and what
+    # the child mapped there itself stays as it is (never replaced: it is
+    # the child's, and holds nothing of the parent).
+    cdef int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | system.MAP_FIXED_NOREPLACE
+    cdef size_t offset = 0
+    if mmap(start, length, PROT_NONE, flags, -1, 0) != MAP_FAILED:
+        return
+    while offset < length:
+        mmap(start + offset, _page_size, PROT_NONE, flags, -1, 0)
+        offset += _page_size
+
+
 cdef void _seal_in_child() noexcept nogil:
     global _forked
     cdef Chunk *chunk = _chunks
@@ -43,8 +68,7 @@ cdef void _seal_in_child() noexcept nogil:
         if chunk.backend == BACKEND_SODIUM:
             mprotect(chunk.base, chunk.length, PROT_NONE)
         else:
-            mmap(chunk.base, chunk.length, PROT_NONE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | system.MAP_FIXED_NOREPLACE, -1, 0)
+            _reserve_hole(chunk.base, chunk.length)
         chunk = chunk.next
     _forked = 1
 
@@ -56,7 +80,11 @@ cdef inline int _settle_fork() except -1:
     return 0
 
 
-def _after_fork_in_child():
+cpdef void _after_fork_in_child() noexcept:
+    # cpdef, as _fatal: _settle_fork() calls the C function, so replacing the
+    # module attribute cannot leave a child using its parent's keys (zeros
+    # after a raw fork) instead of dying; Python (os.register_at_fork, tests)
+    # gets the def wrapper.
     global _chunks, _inherited, _pool_bytes, _mapped_bytes, _locked_bytes, _forked
     cdef void *node = _registry_head
     cdef SecureBuffer buf

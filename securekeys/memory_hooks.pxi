@@ -25,6 +25,7 @@ def _sodium_malloc_cycle(size_t size):
 def _set_pool_limit(size_t limit):
     """Set the pool's bound in bytes (for tests and tuning); return the old one."""
     global _pool_limit
+    _settle_fork()     # trimming must never unmap a range the parent held
     old = _pool_limit
     _pool_limit = limit
     _pool_trim()

@@ -18,9 +18,11 @@
 # free memory holds no secret either way, and a key's life then costs two
 # mprotect calls (READONLY when filled, READWRITE to wipe) instead of four.
 # Every slot a view or borrow could still reach is PROT_NONE, so that a stale
-# view dies on touch; a raw C pointer kept past its release_*() (a contract
-# violation) reads zeros instead.  The pool is bounded: above the bound a
-# chunk whose slots are all free is unmapped.
+# view dies on touch.  A raw C pointer kept past its release_*() (a contract
+# violation) is invisible here: it may read zeros, and once the slot is handed
+# to a new buffer, that buffer's bytes (the README says never to keep one).
+# The pool is bounded: above the bound a chunk whose slots are all free is
+# unmapped.
 #
 # Considered and rejected, so that nobody tries them again: a permanently
 # writable alias mapping of the key pages (it saves the mprotect calls, but

@@ -177,6 +177,7 @@ cdef Slot *_slot_take(size_t size, unsigned char **data) except NULL:
     cdef size_t pages = (size + _CANARY_SIZE + _page_size - 1) // _page_size
     cdef Slot *slot = NULL
     cdef Chunk *chunk
+    cdef Chunk *fresh = NULL       # a chunk mapped by this very call
     cdef size_t i
     cdef bint writable_while_free = False
     if pages >= _HUGE_SLOT_MIN_PAGES and _backend == BACKEND_SODIUM:
@@ -193,6 +194,7 @@ cdef Slot *_slot_take(size_t size, unsigned char **data) except NULL:
             for i in reversed(range(chunk.count)):
                 _pool_push(&chunk.slots[i])
             slot = _pool[_backend][pages]
+            fresh = chunk
         _pool_remove(slot)
     else:
         slot = &_map_chunk(pages, 1, _backend).slots[0]
@@ -214,7 +216,12 @@ cdef Slot *_slot_take(size_t size, unsigned char **data) except NULL:
         else:
             writable_while_free = True
     except BaseException:
-        _slot_give_back(slot)
+        if fresh != NULL:
+            # A refusal ("require" with no lock) leaves no mapping behind.
+            fresh.in_use -= 1
+            _unmap_chunk(fresh)
+        else:
+            _slot_give_back(slot)
         raise
     data[0] = slot.start + slot.length - size
     slot.canary = data[0] - _CANARY_SIZE
@@ -370,6 +377,7 @@ cdef int _ring_grow(Ring *ring) except -1:
 cdef Slot *_ring_take(Ring *ring, size_t size, unsigned char **data) except NULL:
     """A READWRITE key slot of `size` bytes from `ring` (zero-filled)."""
     cdef Slot *slot
+    cdef Chunk *fresh = NULL       # a run mapped by this very call
     if ring.closed:
         raise ValueError("this KeyRing was destroyed (or inherited through fork())")
     if size != ring.key_size:
@@ -377,8 +385,17 @@ cdef Slot *_ring_take(Ring *ring, size_t size, unsigned char **data) except NULL
     if ring.free == NULL:
         _require_backend()
         _ring_grow(ring)
+        fresh = ring.free.chunk
     slot = ring.free
-    _apply_lock_policy(slot.locked)
+    try:
+        _apply_lock_policy(slot.locked)
+    except BaseException:
+        if fresh != NULL:
+            # A refusal leaves no mapping behind.  Every free slot of the
+            # ring is in the run just mapped: the ring had none before.
+            ring.free = NULL
+            _unmap_chunk(fresh)
+        raise
     slot.level = SK_READWRITE
     slot.page.counts[SK_READWRITE] += 1
     if _ring_page_set(slot.page, SK_READWRITE, False) != 0:

@@ -19,7 +19,7 @@ import pytest
 
 from securekeys import SecureBuffer
 
-from conftest import run_python
+from conftest import assert_dies, run_python
 
 # A child prelude: `report_on_abort(key)` arranges for the SIGABRT handler to
 # read the key's bytes through /proc/self/mem (which reads PROT_NONE pages
@@ -400,3 +400,144 @@ def test_a_background_job_on_a_tostop_terminal_still_aborts() -> None:
     os.close(master)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, (status, output)
     assert b"securekeys: fatal: readonly() on a destroyed SecureKey" in output
+
+
+@pytest.mark.parametrize("how", ["securekeys._memory._fatal = lambda *a: None",
+                                 "securekeys._memory._fatal = print",
+                                 "del securekeys._memory._fatal"])
+@pytest.mark.parametrize("misuse", ["k.readonly()",          # a check built on a formatted message
+                                    "b = SecureBuffer(8); b.noaccess(); memoryview(b)",
+                                    "securekeys.crypto.mac(k, b'm')"])
+def test_replacing_the_fatal_function_from_python_changes_nothing(how: str, misuse: str) -> None:
+    # The library's checks call the C function behind _fatal, never the
+    # module attribute: what Python puts there cannot turn misuse into a no-op.
+    stderr = assert_dies(f"""
+import securekeys, securekeys._memory, securekeys.crypto
+from securekeys import SecureBuffer, create_key
+k = create_key(32)
+k.destroy()
+{how}
+{misuse}
+print("REACHED")
+""", signal.SIGABRT)
+    assert stderr.count(b"\n") == 1, stderr
+
+
+def test_the_fatal_function_dies_even_when_its_reason_cannot_be_written() -> None:
+    # Asked to die, it dies: a reason it cannot encode is no way out.
+    assert_dies("""
+import securekeys._memory
+securekeys._memory._fatal(None)
+print("REACHED")
+""", signal.SIGABRT, "could not be written")
+
+
+RAW_FORK_CHILD = """
+import ctypes, os, platform, sys
+import securekeys
+from securekeys import _memory, create_key
+try:
+    _memory.set_backend({backend!r})
+except OSError:
+    print("SKIP no secretmem"); raise SystemExit
+number = {{"x86_64": 57}}.get(platform.machine())
+if number is None:
+    print("SKIP no raw fork number"); raise SystemExit
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_long]
+PAGE = os.sysconf("SC_PAGESIZE")
+SIZE = 1 << 20
+key = create_key(SIZE)
+stale = key.reading().__enter__()       # exported before the fork, never released
+first = key._data_address() & ~(PAGE - 1)
+last = key._data_address() + SIZE
+def unmapped_pages():
+    spans = []
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+            spans.append((lo, hi))
+    return [p for p in range(first, last, PAGE) if not any(lo <= p < hi for lo, hi in spans)]
+pid = libc.syscall(number)
+if pid == 0:
+    # No code of the library has run in this child yet.
+    print("zeros before the library is entered:", {backend!r} == "sodium" and bytes(stale[:64]) == bytes(64),
+          flush=True)
+    # Something the interpreter maps first may take part of a hole.
+    if {backend!r} == "secretmem":
+        taken = libc.mmap(first, PAGE, 3, 0x22 | 0x100000, -1, 0)   # PRIVATE|ANONYMOUS|FIXED_NOREPLACE
+        print("took the first page:", taken == first, flush=True)
+    if {enter!r}:
+        _memory._allocator_stats()           # the library is entered: the fork is settled
+        print("holes left:", len(unmapped_pages()), flush=True)
+    stale[SIZE // 2]                         # a page the child did not map
+    print("READ", flush=True)
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+print("status", status)
+"""
+
+
+@pytest.mark.parametrize("enter", [True, False], ids=["library entered", "stale view first"])
+@pytest.mark.parametrize("backend", ["sodium", "secretmem"])
+def test_a_raw_fork_child_cannot_reach_memory_through_a_stale_view(backend: str, enter: bool) -> None:
+    # A raw fork runs no handler.  Anonymous chunks read zeros in the child;
+    # a secretmem chunk is a hole there.  Once the library is entered, every
+    # page of the parent's range that the child has not mapped itself is
+    # reserved PROT_NONE (so the child's own keys can never land under the
+    # stale view), and touching the stale view dies, naming fork().  Touched
+    # before the library is entered, a secretmem view faults on the hole
+    # (naming fork() too) and an anonymous one reads zeros.
+    result = run_python(RAW_FORK_CHILD.format(backend=backend, enter=enter))
+    assert result.returncode == 0, result
+    out = result.stdout.decode()
+    if out.startswith("SKIP"):
+        pytest.skip(out)
+    status = int(out.split()[-1])
+    assert ("READ" in out) == (not enter and backend == "sodium"), out
+    assert f"zeros before the library is entered: {backend == 'sodium'}" in out
+    if backend == "secretmem":
+        assert "took the first page: True" in out
+    if not enter and backend == "sodium":
+        # Zero pages, readable as they were: reading one leaks nothing, and
+        # only the library's next entry seals them.
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, out
+        return
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSEGV, out
+    if enter:
+        assert "holes left: 0" in out, out
+    assert b"securekeys: fatal: SIGSEGV on a key inherited through fork()" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("how", ["securekeys._memory._after_fork_in_child = lambda: None",
+                                 "del securekeys._memory._after_fork_in_child"])
+def test_replacing_the_fork_settlement_from_python_changes_nothing(how: str) -> None:
+    # After a raw fork the parent's anonymous pages read zeros in the child:
+    # were the settlement looked up by name, a no-op there would let the child
+    # MAC with an all-zero key instead of dying.
+    result = run_python(f"""
+import ctypes, os, platform
+import securekeys, securekeys._memory
+from securekeys import crypto
+key = securekeys.create_key(32)
+{how}
+number = {{"x86_64": 57}}.get(platform.machine())
+if number is None:
+    print("SKIP"); raise SystemExit
+pid = ctypes.CDLL(None, use_errno=True).syscall(number)
+if pid == 0:
+    crypto.mac(key, b"m")
+    print("REACHED", flush=True)
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+print(status)
+""")
+    assert result.returncode == 0, result
+    if result.stdout.strip() == b"SKIP":
+        pytest.skip("no raw fork number for this machine")
+    assert b"REACHED" not in result.stdout, result
+    status = int(result.stdout.split()[-1])
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGABRT
+    assert b"destroyed by fork()" in result.stderr

@@ -75,6 +75,46 @@ def test_require_policy_raises_lock_error_at_the_first_unlockable_allocation() -
     assert issubclass(LockError, MemoryError)
 
 
+@pytest.mark.parametrize("allocation", ["create_key(32)", "create_key(3 * 1024 * 1024)",
+                                        "ring.create_key()"])
+def test_a_require_refusal_leaves_no_mapping_behind(allocation: str) -> None:
+    # The first allocation maps a chunk (or a KeyRing run) before it finds
+    # that it cannot be locked: the refusal must unmap it, not pool it.  The
+    # mappings compared leave out the interpreter's own heap (private
+    # read-write anonymous memory), which raising an exception may grow.
+    result = run_python(f"""
+import json, os, resource
+import encodings.ascii
+from securekeys import KeyRing, LockError, create_key, set_lock_policy
+from securekeys._memory import _allocator_stats
+def mappings():
+    with open("/proc/self/maps") as maps:
+        return sorted(line.split()[0] + " " + line.split()[1] for line in maps
+                      if not (line.split()[1] == "rw-p" and len(line.split()) == 5))
+resource.setrlimit(resource.RLIMIT_MEMLOCK, (0, 0))
+os.setgroups([])
+os.setgid(65534)
+os.setuid(65534)              # no CAP_IPC_LOCK: the limit bites
+set_lock_policy("require")
+ring = KeyRing(32)
+before, stats = mappings(), _allocator_stats()
+try:
+    {allocation}
+except LockError:
+    refused = True
+else:
+    refused = False
+after, then = mappings(), _allocator_stats()
+print(json.dumps([refused, sorted(set(after) ^ set(before)),
+                  [stats[k] for k in ("chunks", "mapped_bytes", "pool_bytes", "locked_bytes")],
+                  [then[k] for k in ("chunks", "mapped_bytes", "pool_bytes", "locked_bytes")]]))
+""")
+    assert result.returncode == 0, result.stderr
+    refused, changed, before, after = json.loads(result.stdout)
+    assert refused
+    assert changed == [] and after == before == [0, 0, 0, 0], result.stdout
+
+
 def test_best_effort_policy_tells_the_truth() -> None:
     out = run_limited("best-effort")
     assert out["allocated"] == 200 and out["lock_error"] is None

@@ -479,3 +479,27 @@ victim.readonly()
 """)
     assert result.returncode == -signal.SIGABRT, result
     assert result.stdout == b"WIPED", result
+
+
+NONE_CALLS = [
+    "_memory._read_key_strict(None, '/nonexistent')",
+    "_memory._encode_text(None, 'hex')",
+    "_memory._decode_text(None, SecureBuffer(8), 0, 'hex')",
+    "_memory._decode_text(SecureKey(32), None, 0, 'hex')",
+    "_memory._Borrow(None, False).__enter__()",
+    "_memory._Borrow(None, True).__enter__()",
+    "crypto._aead_decrypt_key(None, bytes(40), bytes(24), None, SecureKey(24))",
+    "crypto._aead_decrypt_key(create_key(32), bytes(40), bytes(24), None, None)",
+    "crypto.mac(None, b'm')",
+    "crypto.aead_decrypt_into(create_key(32), bytes(40), bytes(24), None)",
+]
+
+
+def test_none_for_a_secure_buffer_argument_is_a_type_error_not_a_crash() -> None:
+    # A typed argument without `not None` lets None through to C, which reads
+    # its fields: a segfault.  Each call runs in one child, which must live.
+    result = run_python("from securekeys import _memory, crypto, SecureBuffer, SecureKey, create_key\n"
+                        + "".join(f"try:\n    {call}\nexcept TypeError:\n    print('TypeError')\n"
+                                  f"else:\n    print('no error')\n" for call in NONE_CALLS))
+    assert result.returncode == 0, result
+    assert result.stdout.decode().split("\n")[:-1] == ["TypeError"] * len(NONE_CALLS), result
