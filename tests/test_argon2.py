@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import _no_core_dumps, run_python, run_threads
+from test_crypto import secure
 import securekeys
 from securekeys import LockError, SecureBuffer, SecureKey, _memory
 from securekeys import crypto
@@ -35,15 +36,6 @@ from securekeys.crypto import password_key
 
 ALG = pysodium.crypto_pwhash_ALG_ARGON2ID13
 KIB, MIB = 1024, 1024 * 1024
-
-
-def secure(data: bytes) -> SecureBuffer:
-    """A READONLY SecureBuffer holding `data` (test input only)."""
-    buf = SecureBuffer(len(data))
-    with buf.writing() as view:
-        view[:] = data
-    buf.readonly()
-    return buf
 
 
 def raw(buf: SecureBuffer) -> bytes:

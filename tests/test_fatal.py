@@ -118,7 +118,7 @@ buf.readonly()
 # of alternating protection, so that none merges with its neighbour.  Python
 # itself may unmap an arena at any moment, so fill() is called again right
 # before the operation under test.
-FILL_MAPPINGS = """
+FILL_FUNCTION = """
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mmap.restype = ctypes.c_void_p
 libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
@@ -127,6 +127,8 @@ def fill():
     while libc.mmap(None, 4096, filled % 2, 0x22, -1, 0) not in (None, 2**64 - 1):
         filled += 1
     return filled
+"""
+FILL_MAPPINGS = FILL_FUNCTION + """
 assert fill() > 1000
 """
 

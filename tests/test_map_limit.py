@@ -11,20 +11,12 @@ from __future__ import annotations
 import json
 
 from conftest import run_python
+from test_fatal import FILL_FUNCTION
 
 PRELUDE = """
 import ctypes, errno, gc, json, os
 import securekeys
-
-libc = ctypes.CDLL(None, use_errno=True)
-libc.mmap.restype = ctypes.c_void_p
-libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
-def fill():
-    filled = 0
-    while libc.mmap(None, 4096, filled % 2, 0x22, -1, 0) not in (None, 2**64 - 1):
-        filled += 1
-    return filled
-
+""" + FILL_FUNCTION + """
 mem = os.open("/proc/self/mem", os.O_RDONLY)
 def wiped(key):
     return os.pread(mem, key.size, key._data_address()) == bytes(key.size)
