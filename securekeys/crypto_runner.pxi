@@ -222,5 +222,10 @@ cdef tuple _keypair(const _Op *random_op, const _Op *seeded_op, object seed, siz
     public = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>public_len)
     cdef _Args a = _NO_ARGS
     a.pk_out = <unsigned char *>PyBytes_AS_STRING(public)
-    secret = _run_into_new(op, &a, s, SecureKey(secret_len))
+    try:
+        secret = _run_into_new(op, &a, s, SecureKey(secret_len))
+    except BaseException:
+        # A public half made from a seed wiped mid-call is dropped zeroed.
+        sodium.sodium_memzero(a.pk_out, public_len)
+        raise
     return public, secret

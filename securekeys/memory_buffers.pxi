@@ -180,7 +180,7 @@ cdef class SecureBuffer:
     cdef const unsigned char *borrow_read(self) except NULL:
         _view_begin(self, False)
         try:
-            _begin_use(self)
+            _begin_use(self, False)
         except BaseException:
             _view_end(self, False)
             raise
@@ -194,7 +194,7 @@ cdef class SecureBuffer:
             _fatal_c(b"a write borrow of a SecureKey (keys never change once filled)")
         _view_begin(self, True)
         try:
-            _begin_use(self)
+            _begin_use(self, True)
         except BaseException:
             _view_end(self, True)
             raise
@@ -204,7 +204,7 @@ cdef class SecureBuffer:
         if self._readers <= 0:
             _fatal_c(b"release_read() without a read borrow")
         self._readers -= 1
-        if _end_use(self):
+        if _end_use(self, False):
             _lost(self, "a read borrow")
         return _apply(self)
 
@@ -212,7 +212,7 @@ cdef class SecureBuffer:
         if self._writers <= 0:
             _fatal_c(b"release_write() without a write borrow")
         self._writers -= 1
-        if _end_use(self):
+        if _end_use(self, True):
             _lost(self, "a write borrow")
         return _apply(self)
 
@@ -318,7 +318,7 @@ cdef class SecureBuffer:
         if self._state != SK_READWRITE:
             _fatal(f"readinto() on a {_PROTECTIONS[self._state].name} "
                    f"{type(self).__name__} (writing to protected memory)")
-        _begin_use(self)
+        _begin_use(self, True)
         try:
             done = _fill_from_fd(self, c_fd)
         except OSError:
@@ -326,7 +326,7 @@ cdef class SecureBuffer:
             _fill_end(self, "readinto()")
             raise
         except BaseException:
-            _end_use(self)
+            _end_use(self, True)
             raise
         _fill_end(self, "readinto()")
         return done

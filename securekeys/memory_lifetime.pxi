@@ -10,7 +10,8 @@
 # (`_readers`, `_writers`, `_exports`): destroy() revokes them at once, as
 # it always has, and a stale view dies on its next touch.
 #
-# `_users` holds the count in its low bits and three flags:
+# `_users` holds the count of users in its low bits, the count of those that
+# write (C write borrows, fills) above it, and these flags:
 #   _DOOMED       destroy() or wipe_all() asked: no new user may start.
 #   _WIPED        the one wipe is claimed: exactly one thread performs it.
 #   _WIPED_UNDER  the wipe ran while something could still reach the bytes
@@ -20,12 +21,13 @@
 #                 goes back to the pool.
 #
 # Who wipes:
-#   destroy() of a sealed buffer (base READONLY or NOACCESS: its users only
-#     read it) with users in flight: nobody at once; the last user to end
-#     wipes, so every call already running completes with the whole key.
+#   destroy() of a sealed buffer (base READONLY or NOACCESS) whose users in
+#     flight only read it: nobody at once; the last user to end wipes, so
+#     every call already running completes with the whole key.
 #     destroy() does not wait, because a user may take seconds (Argon2) and
 #     the caller may hold what that user needs.
-#   destroy() of a READWRITE buffer (being filled or written), wipe_all()
+#   destroy() of a READWRITE buffer or of one with a writing user in flight
+#     (a readinto() blocked on a pipe may never end), wipe_all()
 #     and KeyRing.destroy(): now, whatever is in flight.  The order is zero,
 #     then revoke (PROT_NONE): a write that lands after the zeroing is
 #     zeroed again by its writer when it ends; one that comes after the
@@ -47,7 +49,9 @@ cdef extern from *:
     int sk_load(int *p) noexcept nogil
 
 cdef enum:
-    _USERS = (1 << 24) - 1
+    _USERS = (1 << 20) - 1
+    _WRITER = 1 << 20          # one writing user (they are counted in _USERS too)
+    _WRITERS = 0xF << 20
     _DOOMED = 1 << 24
     _WIPED = 1 << 25
     _WIPED_UNDER = 1 << 26
@@ -58,24 +62,28 @@ cdef inline bint _is_doomed(SecureBuffer buf) noexcept nogil:
     return buf._base == SK_DESTROYED
 
 
-cdef int _begin_use(SecureBuffer buf) except -1:
+cdef inline int _use_unit(bint writing) noexcept nogil:
+    return 1 + _WRITER if writing else 1
+
+
+cdef int _begin_use(SecureBuffer buf, bint writing) except -1:
     # A new user, after _require_live().  A destroy() that another thread
     # made in between wins: the user never touches the bytes.
-    cdef int old = sk_fetch_add(&buf._users, 1)
+    cdef int old = sk_fetch_add(&buf._users, _use_unit(writing))
     if old & _DOOMED:
-        _end_use(buf)
+        _end_use(buf, writing)
         _fatal_c(b"a use of a destroyed secure buffer (destroyed by another thread)")
-    if (old & _USERS) == _USERS:
+    if (old & _USERS) == _USERS or (writing and (old & _WRITERS) == _WRITERS):
         _fatal_c(b"too many users of one secure buffer at once")
     return 0
 
 
-cdef bint _end_use(SecureBuffer buf) except? True:
+cdef bint _end_use(SecureBuffer buf, bint writing) except? True:
     # The user is done with the bytes.  True when they were wiped while it
     # ran: it must throw away what it computed from them.  The last user of
     # a buffer destroyed in the meantime performs the deferred wipe.
-    cdef int now = sk_fetch_sub(&buf._users, 1) - 1
-    if (now & _USERS) == _USERS:
+    cdef int now = sk_fetch_sub(&buf._users, _use_unit(writing)) - _use_unit(writing)
+    if (now & _USERS) == _USERS or (writing and (now & _WRITERS) == _WRITERS):
         _fatal_c(b"a secure buffer's use ended twice")
     if now & _WIPED_UNDER:
         _rewipe(buf)
@@ -146,8 +154,9 @@ cdef bint _destroy_buffer(SecureBuffer buf, bint now) noexcept:
         return False                      # destroyed by fork()
     old = sk_fetch_or(&buf._users, _DOOMED)
     if not (old & _DOOMED):
-        # Writers may be in flight on a READWRITE buffer: it is wiped now.
-        now = now or buf._base == SK_READWRITE
+        # Writers may be in flight: it is wiped now (what they write after
+        # the wipe is zeroed again as they end).
+        now = now or buf._base == SK_READWRITE or (old & _WRITERS) != 0
         buf._base = SK_DESTROYED
     if ((old & _USERS) == 0 or now) and _claim_wipe(buf):
         _wipe_claimed(buf, (old & _USERS) != 0)
@@ -170,14 +179,14 @@ cdef unsigned char *_fill_begin(SecureBuffer buf, const char *what) except NULL:
     if buf._state != SK_READWRITE or buf._readers or buf._writers or buf._exports:
         _fatal(f"{what.decode()} into a {_PROTECTIONS[buf._state].name} or borrowed "
                f"{type(buf).__name__} (only a new one can be filled)")
-    _begin_use(buf)
+    _begin_use(buf, True)
     return buf._c_data
 
 
 cdef int _fill_end(SecureBuffer buf, const char *what) except -1:
     # End a fill.  A buffer destroyed or wiped during it has lost what was
     # written (wiped by the last user, or again by this one): KeyDestroyedError.
-    cdef bint wiped = _end_use(buf)
+    cdef bint wiped = _end_use(buf, True)
     if wiped or _is_doomed(buf):
         _lost(buf, what)
     return 0

@@ -437,6 +437,43 @@ scan(secret=secret)
     assert_nowhere(child, "secret")
 
 
+@pytest.mark.parametrize("protect", ["readonly", "noaccess"])
+def test_half_a_key_read_from_a_blocking_pipe_is_wiped_at_destroy_even_after_sealing(protect: str) -> None:
+    # readinto() is a writing user: destroy() must wipe what it has read so
+    # far at once, not when the read ends (it may never), even though
+    # readonly()/noaccess() made the buffer look sealed.
+    child = race(f'''
+buf = SecureBuffer(64)
+r, w = os.pipe()
+source = create_key(32)
+secret = remember(source)
+with source.reading() as view:
+    os.write(w, view)              # the first half arrives; the read waits for the rest
+source.destroy()
+import array, fcntl, termios
+def unread():
+    count = array.array("i", [0])
+    fcntl.ioctl(r, termios.FIONREAD, count)
+    return count[0]
+call = Call(lambda: buf.readinto(r))
+call.start()
+while _users_in_flight(buf) == 0 or unread() != 0:
+    time.sleep(0.001)              # in flight, and the first half consumed
+buf.{protect}()
+buf.destroy()
+say("AT-ONCE", buf.destroyed, zeros(buf), _users_in_flight(buf))
+scan(secret=secret)
+os.close(w)
+call.join()
+say("OUTCOME", call.outcome)
+os.close(r)
+''')
+    assert child.returncode == 0, child
+    assert child.one("AT-ONCE") == "True True 1", child
+    assert_nowhere(child, "secret")
+    assert child.one("OUTCOME") == "KeyDestroyedError", child
+
+
 def test_read_key_refuses_a_fifo_without_blocking() -> None:
     # The FIFO variant of (d) cannot arise: every trust policy refuses
     # anything but a regular file (trust.check_key_file; the C path needs
