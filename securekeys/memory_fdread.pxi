@@ -94,9 +94,11 @@ def _read_key_strict(SecureBuffer key not None, path):
     """read_key's default path (strict rules, raw bytes) in one C function.
 
     Fills a new READWRITE key from the key file at `path` and seals it
-    READONLY, with no Python between the system calls: openat2 refusing every
-    symbolic link, fstat, the strict rules, read(2) straight into the key,
-    the end-of-file probe, close.  Returns True when the key is filled, False
+    READONLY, with no Python between the system calls: fstatat (only a
+    regular file is opened: opening a FIFO, socket or device runs its
+    driver's open), openat2 refusing every symbolic link, fstat (the same
+    inode), the strict rules, read(2) straight into the key, the end-of-file
+    probe, close.  Returns True when the key is filled, False
     when the file is anything but the plain case (a link anywhere, a rule
     not met, an error, a signal): files.py then takes the full path, which
     accepts exactly what this accepts and more, and names every refusal.
@@ -111,16 +113,27 @@ def _read_key_strict(SecureBuffer key not None, path):
     cdef size_t done = 0
     cdef ssize_t got = 0
     cdef unsigned char probe = 0
+    cdef struct_stat looked
     cdef struct_stat st
-    cdef int fd
+    cdef int fd = -1
     cdef bint filled = False
     data = _fill_begin(key, "read_key()")
     with nogil:
-        fd = system.openat2(_AT_FDCWD, c_path, _STRICT_READ_FLAGS,
-                            system.RESOLVE_NO_SYMLINKS | system.RESOLVE_NO_MAGICLINKS)
+        # One system call more than an open, so that this path opens nothing
+        # but a regular file; anything else (a link, a failure) is left to
+        # files.py, which looks with O_PATH.  Only whoever may write the
+        # key's directory can swap something in between the two lookups,
+        # and a device node only with CAP_MKNOD or a hard link to one of
+        # their own (then fstat below refuses it, after its open).
+        if (fstatat(_AT_FDCWD, c_path, &looked, AT_SYMLINK_NOFOLLOW) == 0
+                and S_ISREG(looked.st_mode)):
+            fd = system.openat2(_AT_FDCWD, c_path, _STRICT_READ_FLAGS,
+                                system.RESOLVE_NO_SYMLINKS | system.RESOLVE_NO_MAGICLINKS)
         if fd >= 0:
-            # The strict rules of files.check_key_file, as a predicate.
-            if (fstat(fd, &st) == 0 and S_ISREG(st.st_mode) and st.st_uid == geteuid()
+            # The strict rules of files.check_key_file, as a predicate, on
+            # the inode that was looked at.
+            if (fstat(fd, &st) == 0 and st.st_dev == looked.st_dev and st.st_ino == looked.st_ino
+                    and S_ISREG(st.st_mode) and st.st_uid == geteuid()
                     and (st.st_mode & 0o7077) == 0 and st.st_nlink == 1
                     and st.st_size == <off_t>size):
                 while done < size:

@@ -31,7 +31,7 @@ from securekeys._memory import _text_lengths
 from securekeys.encrypted import OVERHEAD_BYTES
 from securekeys.errors import KeyFileError
 
-__all__ = ["ENCODINGS", "TRUST_POLICIES", "Encoding", "Trust", "check_key_file", "check_options",
+__all__ = ["ENCODINGS", "TRUST_POLICIES", "Encoding", "Trust", "check_file_type", "check_key_file", "check_options",
            "describe_access", "octal_mode", "text_length_words"]
 
 StrOrBytesPath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
@@ -85,10 +85,7 @@ def check_key_file(fd: int, path: StrOrBytesPath, size: int, trust: Trust = "str
     `size`-byte key (see securekeys.encrypted), `size` + 88 bytes.
     """
     st = os.fstat(fd)
-    if stat.S_ISDIR(st.st_mode):
-        raise IsADirectoryError(errno.EISDIR, "is a directory, not a key file", path)
-    if not stat.S_ISREG(st.st_mode):
-        raise KeyFileError(errno.EINVAL, f"refusing {_kind(st.st_mode)}: a key must be a regular file", path)
+    check_file_type(st, path)
     if st.st_mode & 0o7000:
         # A key has no use for set-user-ID, set-group-ID or sticky bits: a
         # file that carries them was not made as a key file.
@@ -119,6 +116,17 @@ def check_key_file(fd: int, path: StrOrBytesPath, size: int, trust: Trust = "str
     if not opened_without_links:
         _check_directories(fd, st, path)
     return st
+
+
+def check_file_type(st: os.stat_result, path: StrOrBytesPath) -> None:
+    """The first rule, alone: a key file is a regular file.  It needs only
+    the fstat of an O_PATH descriptor, so read_key applies it before the file
+    is opened for reading: opening a FIFO, a socket or a device runs its
+    driver's open (or fails with ENXIO before anything could name the rule)."""
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a key file", path)
+    if not stat.S_ISREG(st.st_mode):
+        raise KeyFileError(errno.EINVAL, f"refusing {_kind(st.st_mode)}: a key must be a regular file", path)
 
 
 def octal_mode(mode: int) -> str:
