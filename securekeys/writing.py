@@ -13,9 +13,10 @@ import errno
 import os
 import secrets
 
-from securekeys._memory import SecureBuffer, _encode_text, _unlink_if_same
+from securekeys._memory import SecureBuffer, _encode_text, _unlink_if_same, _write_from
 from securekeys.crypto import MEMLIMIT_MODERATE, OPSLIMIT_MODERATE
 from securekeys.encrypted import PASSPHRASE, check_secret, encrypt_key
+from securekeys.errors import KeyDestroyedError
 from securekeys.trust import Encoding, check_options
 
 __all__ = ["write_key"]
@@ -133,9 +134,20 @@ def _write_in(dir_fd: int, name: bytes, key: SecureBuffer | bytes, placed: list[
         with key.reading() if isinstance(key, SecureBuffer) else memoryview(key) as view:
             fd, temp = _new_file(dir_fd, name)
             os.fchmod(fd, _KEY_MODE)   # independent of the umask
-            written = 0
-            while written < len(view):
-                written += os.write(fd, view[written:])
+            if isinstance(key, SecureBuffer):
+                # In C, as a counted user of the key: a wipe_all() or
+                # KeyRing.destroy() under the write is KeyDestroyedError
+                # (the file goes, below), never EFAULT or a file of zeros.
+                try:
+                    _write_from(key, fd)
+                except KeyDestroyedError:
+                    raise KeyDestroyedError("write_key(): the key was destroyed (wipe_all() or "
+                                            "KeyRing.destroy()) while it was being written; "
+                                            "no file was left") from None
+            else:
+                written = 0
+                while written < len(view):
+                    written += os.write(fd, view[written:])
         os.fsync(fd)
         # Recorded before the link: an exception raised by a signal handler
         # as link(2) returns must still take the link back (_unlink_if_same
