@@ -910,26 +910,33 @@ with key.writing() as view:
     view[:] = b"\\x5a" * size   # test-only content, known to the parent
 key.readonly()
 in_flight = []
+finished = threading.Event()
 def strike():
     while _users_in_flight(key) == 0:
-        pass
+        if finished.is_set():
+            return   # write_key never counted itself a user: nothing struck, in_flight stays []
     wipe_all()
     in_flight.append(_users_in_flight(key))   # still writing when it was wiped
-threading.Thread(target=strike).start()
+striker = threading.Thread(target=strike)
+striker.start()
 try:
     write_key({str(path)!r}, key)
-    print("written", in_flight)
+    outcome = "written"
 except KeyDestroyedError as e:
-    print("KeyDestroyedError", in_flight, e)
+    outcome = f"KeyDestroyedError {{e}}"
+finished.set()
+striker.join()
+print(outcome, in_flight)
 """)
         out = result.stdout.decode()
         assert result.returncode == 0, result
         if out.startswith("written"):
-            assert out.startswith("written [0]"), out    # finished before the wipe
+            assert out.rstrip().endswith("[0]"), out    # struck, but after the write had finished
             with open(path, "rb") as f:
                 assert f.read() == b"\x5a" * (256 << 20)
             path.unlink()
         else:
             assert out.startswith("KeyDestroyedError") and "no file was left" in out, out
+            assert not out.rstrip().endswith("[]"), out
             assert os.listdir(private_dir) == [], out
         assert "EFAULT" not in out and "Bad address" not in out
