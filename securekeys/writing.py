@@ -55,9 +55,10 @@ def write_key(path: StrOrBytesPath, key: SecureBuffer, *, encoding: Encoding = "
     thread's wipe_all() or KeyRing.destroy() while it is written is
     KeyDestroyedError, with no file left; its destroy() lets the write
     finish with the whole key.  Without O_TMPFILE, the temporary files a
-    killed write_key of the same name left are unlinked first.  With `encoding` "hex", "base64"
-    or "base64url" the file holds the key as that text (base64 with "="
-    padding) and a newline, encoded in guarded memory, which is wiped after.
+    killed write_key of the same name left are unlinked first.  With
+    `encoding` "hex", "base64" or "base64url" the file holds the key as
+    that text (base64 with "=" padding) and a newline, encoded in guarded
+    memory, which is wiped after.
 
     With `passphrase` (a SecureBuffer; str and bytes are TypeError) or `kek`
     (a 32-byte SecureKey), not both, the file is an encrypted key file
@@ -202,7 +203,10 @@ def _new_file(dir_fd: int, name: bytes) -> tuple[int, bytes | None]:
     # a temporary name: gone before a new one is made.
     _take_back_leftovers(dir_fd, name)
     temp = b".%s.%s.tmp" % (_temp_stem(dir_fd, name), secrets.token_hex(8).encode())
-    fd = os.open(temp, _TEMP_FLAGS, _KEY_MODE, dir_fd=dir_fd)
+    # Mode 0000 until it is locked (the caller's fchmod makes it 0400):
+    # _take_back_leftovers only takes 0400 files, so it never takes one
+    # between this open and the lock.
+    fd = os.open(temp, _TEMP_FLAGS, 0, dir_fd=dir_fd)
     # Held until the fd closes, which a kill -9 does too: the lock is how
     # _take_back_leftovers tells a live write_key's file from a dead one's.
     # Where the filesystem has no locks, its leftovers are left alone.
@@ -240,9 +244,7 @@ def _take_back_leftovers(dir_fd: int, name: bytes) -> None:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 # EWOULDBLOCK: a write_key in flight, in this process or
-                # another (even one that has not taken its lock yet loses
-                # nothing worse than its own write: its link then fails).
-                # Any other error: no locks here, so no way to tell.
+                # another.  Any other error: no locks here, no way to tell.
                 continue
             _unlink_if_same(dir_fd, leftover, st.st_dev, st.st_ino)
         finally:
