@@ -22,16 +22,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import fcntl
 import os
 import re
 import signal
+import stat
 import sys
 from collections.abc import Callable
 from typing import NoReturn, cast
 
 import securekeys
 from securekeys import SecureBuffer, SecureKey, create_key, read_key, report, write_key
-from securekeys._memory import _text_lengths
+from securekeys._memory import _starts_encrypted, _text_lengths
 from securekeys.crypto import (
     AEAD_KEY_BYTES,
     MEMLIMIT_MODERATE,
@@ -42,7 +44,7 @@ from securekeys.crypto import (
 )
 from securekeys.encrypted import OVERHEAD_BYTES, Header, check_secret
 from securekeys.errors import EncryptedKeyFileError, KeyFileError
-from securekeys.files import fill_key_from_encrypted_file, fill_key_from_file
+from securekeys.files import _symlink_refusal, check_key_file, fill_key_from_encrypted_file, fill_key_from_file
 from securekeys.trust import ENCODINGS, TRUST_POLICIES, Encoding, Trust, describe_access, text_length_words
 
 DEFAULT_SIZE = 32
@@ -178,7 +180,7 @@ def _create_encrypted(args: argparse.Namespace) -> str:
 
 
 def _rewrap(args: argparse.Namespace) -> list[str]:
-    size = _encrypted_size(args.old)
+    size = _encrypted_size(args.old, args.subparser)
     _refuse_existing(args.new)
     opslimit, memlimit = _limits(args.sensitive)
     with contextlib.ExitStack() as secrets:
@@ -263,13 +265,35 @@ def _refuse_existing(path: str) -> None:
         raise FileNotFoundError(errno.ENOENT, "no such directory", directory)
 
 
-def _encrypted_size(path: str) -> int:
+def _encrypted_size(path: str, parser: argparse.ArgumentParser) -> int:
     """The size of the key in the encrypted key file at `path`, from its
-    length; read_key then checks the file, this length included."""
-    length = os.stat(path).st_size
-    if length <= OVERHEAD_BYTES:
-        raise KeyFileError(errno.EINVAL, f"{length} bytes: too short for an encrypted key file (a key and "
-                           f"{OVERHEAD_BYTES} bytes of header and tag; a plain key file?)", path)
+    length, refused before any memory is locked or any passphrase typed
+    when it cannot be one: too short, a key larger than MAX_SIZE (the bound
+    --size has; a 300 MiB file would otherwise lock twice its size before
+    being found out), or no SKEYENC at its start.  read_key then checks
+    the file again on its own descriptor, this length included."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise _symlink_refusal(path) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            check_key_file(fd, path, 1, encrypted=True)   # raises: names what it is instead
+        length = st.st_size
+        if length <= OVERHEAD_BYTES:
+            raise KeyFileError(errno.EINVAL, f"{length} bytes: too short for an encrypted key file (a key and "
+                               f"{OVERHEAD_BYTES} bytes of header and tag; a plain key file?)", path)
+        if length - OVERHEAD_BYTES > MAX_SIZE:
+            parser.error(f"{_one_line(path)} has {length} bytes: if it is an encrypted key file, its key is "
+                         f"{length - OVERHEAD_BYTES} bytes, and a key is at most {MAX_SIZE} bytes (64 KiB)")
+        if not _starts_encrypted(fd):   # read into wiped C memory: a plain key's first bytes stay secret
+            raise KeyFileError(errno.EINVAL, "not an encrypted key file: it does not start with SKEYENC1 "
+                               "(a plain key file?)", path)
+    finally:
+        os.close(fd)
     return length - OVERHEAD_BYTES
 
 
@@ -353,6 +377,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], list[str]]] = {
 
 def main(argv: list[str] | None = None) -> int:
     try:
+        _reserve_standard_fds()
         args = _parser().parse_args(argv)
         _check_combinations(args)
         try:
@@ -374,7 +399,7 @@ def _print(lines: list[str], command: str) -> int:
     """The report of a command that did its job; a closed stdout does not undo it."""
     try:
         if sys.stdout is not None:   # None: started with stdout closed
-            sys.stdout.write("".join(f"{_one_line(line)}\n" for line in lines))
+            sys.stdout.write(_encodable("".join(f"{_one_line(line)}\n" for line in lines), sys.stdout))
             sys.stdout.flush()
     except OSError as error:
         # Nothing more can reach stdout; point it at /dev/null so that the
@@ -391,8 +416,47 @@ def _print(lines: list[str], command: str) -> int:
 
 
 def _say(message: str) -> None:
+    line = f"securekeys: {_one_line(message)}\n"
     with contextlib.suppress(OSError, ValueError, AttributeError):   # stderr may be gone too
-        print(f"securekeys: {_one_line(message)}", file=sys.stderr, flush=True)
+        if sys.stderr is not None:
+            sys.stderr.write(_encodable(line, sys.stderr))
+            sys.stderr.flush()
+        elif sys.__stderr__ is not None:
+            # sys.stderr set to None by whoever runs us, with fd 2 still
+            # the process's stderr: write there, never to stdout (print's
+            # fallback for file=None), which may be a pipe carrying a key.
+            os.write(sys.__stderr__.fileno(), line.encode(sys.__stderr__.encoding, "backslashreplace"))
+        # Otherwise Python started with fd 2 closed: there is no stderr, and
+        # whatever holds fd 2 now is not one; the exit status alone tells.
+
+
+def _encodable(text: str, stream: object) -> str:
+    """`text` as `stream`'s encoding can write it: a path (or a typed
+    argument) that PYTHONIOENCODING=ascii or a C locale cannot represent is
+    written with backslash escapes, where a strict encoder would raise
+    UnicodeEncodeError and turn the one line into a traceback."""
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        return text.encode(encoding, "backslashreplace").decode(encoding)
+    except (LookupError, UnicodeError):   # an encoding that cannot even do that
+        return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
+def _reserve_standard_fds() -> None:
+    """Point a closed fd 0, 1 or 2 at /dev/null before anything is opened.
+    Started with one closed, the first file opened takes its number: a key
+    file being written, or a key-encryption key, would then be what a
+    stray write to "stderr" (a C library's message, the fatal path's one
+    line) lands in."""
+    for fd, flags in ((0, os.O_RDONLY), (1, os.O_WRONLY), (2, os.O_WRONLY)):
+        try:
+            fcntl.fcntl(fd, fcntl.F_GETFD)
+        except OSError:
+            with contextlib.suppress(OSError):
+                null = os.open(os.devnull, flags | os.O_CLOEXEC)
+                if null != fd:
+                    os.dup2(null, fd, inheritable=False)
+                    os.close(null)
 
 
 def _one_line(text: str) -> str:

@@ -17,6 +17,7 @@ import warnings
 
 cimport cython
 from cpython.buffer cimport PyBuffer_FillInfo, PyBUF_WRITABLE
+from cpython.exc cimport PyErr_CheckSignals
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from cpython.object cimport PyObject_AsFileDescriptor
 from libc.errno cimport errno, EINTR, EAGAIN, ENOMEM, EPERM
@@ -33,7 +34,7 @@ from posix.signal cimport sigaction, sigaction_t, sigemptyset, siginfo_t, SA_ONS
 from posix.fcntl cimport AT_SYMLINK_NOFOLLOW, O_CLOEXEC, O_NOCTTY, O_NONBLOCK, O_RDONLY, O_RDWR, open
 from posix.stat cimport fstat, fstatat, struct_stat, S_ISREG
 from posix.types cimport off_t
-from posix.unistd cimport close, ftruncate, geteuid, pause, pwrite, read, sysconf, write, _SC_PAGESIZE
+from posix.unistd cimport close, ftruncate, geteuid, pause, pread, pwrite, read, sysconf, write, _SC_PAGESIZE
 
 from securekeys._checks cimport raise_errno
 from securekeys._fdio cimport read_retrying

@@ -24,6 +24,7 @@ from securekeys._memory import (
     _decode_text,
     _openat2,
     _read_key_strict,
+    _starts_encrypted,
     _text_lengths,
 )
 from securekeys.encrypted import (
@@ -364,21 +365,9 @@ def _open_checked(path: StrOrBytesPath, size: int, trust: Trust, encoding: Encod
         st = check_key_file(fd, path, size, trust, encoding, without_links, encrypted=encrypted)
     except WrongSizeError:
         try:
-            length, inside = os.fstat(fd).st_size, _encrypted_key_size(fd)
+            _refuse_wrong_size(fd, path, size, encoding, encrypted)   # raises when it can say more
         finally:
             os.close(fd)
-        # No local names the new exception: its traceback holds this frame.
-        if inside is not None and not encrypted:
-            raise EncryptedKeyFileError(errno.EINVAL, "an encrypted key file (it starts with SKEYENC) of a "
-                               f"{inside}-byte key if it is whole: pass passphrase= or kek="
-                               + ("" if inside == size else f", and size={inside}"), path) from None
-        if inside is not None:
-            raise KeyFileError(errno.EINVAL, f"wrong size: an encrypted key file of a {size}-byte key has "
-                               f"{size + OVERHEAD_BYTES} bytes, this one {length}: the size of an encrypted "
-                               f"{inside}-byte key (pass size={inside} if that is what it holds)", path) from None
-        if encrypted and length == size:
-            raise KeyFileError(errno.EINVAL, f"a plain {size}-byte key file, not an encrypted one: "
-                               "read it without passphrase= or kek=", path) from None
         raise
     except BaseException:
         os.close(fd)
@@ -386,31 +375,54 @@ def _open_checked(path: StrOrBytesPath, size: int, trust: Trust, encoding: Encod
     return fd, st, path
 
 
-def _encrypted_key_size(fd: int) -> int | None:
-    """For a file of the wrong size: the size of the key inside, if the file
-    starts with an encrypted key file's magic.  The first bytes are looked
-    at in guarded memory: they may be a key."""
+def _refuse_wrong_size(fd: int, path: str | bytes, size: int, encoding: Encoding, encrypted: bool) -> None:
+    """For a file of the wrong size (raw or text): raise the refusal that
+    says which kind of file it is, when its first bytes say more than its
+    length; return to let the wrong-size error stand.  The magic is read
+    into wiped C memory (_starts_encrypted): the bytes may be a key's."""
     length = os.fstat(fd).st_size
+    if _starts_encrypted(fd):
+        # No local names the new exception: its traceback holds this frame.
+        if not encrypted or length <= OVERHEAD_BYTES:
+            raise _encrypted_refusal(path, length, size, encoding) from None
+        inside = length - OVERHEAD_BYTES
+        raise KeyFileError(errno.EINVAL, f"wrong size: an encrypted key file of a {size}-byte key has "
+                           f"{size + OVERHEAD_BYTES} bytes, this one {length}: the size of an encrypted "
+                           f"{inside}-byte key (pass size={inside} if that is what it holds)", path) from None
+    if encrypted and length == size:
+        raise KeyFileError(errno.EINVAL, f"a plain {size}-byte key file, not an encrypted one: "
+                           "read it without passphrase= or kek=", path) from None
+
+
+def _encrypted_refusal(path: str | bytes, length: int, size: int, encoding: Encoding) -> KeyFileError:
+    """The refusal of a `length`-byte file that starts with SKEYENC, met by
+    a read of a `size`-byte key in `encoding` (or an encrypted read, for a
+    truncated one).  A plain key file never starts with SKEYENC, at any
+    length of 7 bytes or more: one that does is an encrypted key file,
+    whole or not."""
     if length <= OVERHEAD_BYTES:
-        return None
-    probe = SecureBuffer(len(b"SKEYENC"))
-    try:
-        if os.lseek(fd, 0, os.SEEK_CUR) != 0 or probe.readinto(fd) != probe.size or not is_encrypted(probe):
-            return None
-    except OSError:
-        return None
-    finally:
-        probe.destroy()
-    return length - OVERHEAD_BYTES
+        # KeyFileError, not EncryptedKeyFileError: that one tells a program
+        # to ask for the passphrase, and none can read what is left.
+        return KeyFileError(errno.EINVAL, f"a truncated encrypted key file: it starts with SKEYENC, but "
+                            f"{length} bytes are fewer than the {OVERHEAD_BYTES + 1} of a header, a 1-byte key "
+                            "and a tag, and no passphrase or key-encryption key can read it: restore it "
+                            "from a copy", path)
+    inside = length - OVERHEAD_BYTES
+    fix = "pass passphrase= or kek="
+    if inside != size:
+        fix += f", and size={inside}"
+    if encoding != "raw":
+        fix += ", without encoding="
+    return EncryptedKeyFileError(errno.EINVAL, "an encrypted key file (it starts with SKEYENC) of a "
+                                 f"{inside}-byte key if it is whole: {fix}", path)
 
 
 def _refuse_encrypted(key: SecureKey, path: str | bytes) -> None:
-    """After a plain read: a key that is an encrypted key file is refused
-    (read_key's C path leaves such a file to this one).  Looked at in place."""
-    if key.size > OVERHEAD_BYTES and is_encrypted(key):
-        inside = key.size - OVERHEAD_BYTES
-        raise EncryptedKeyFileError(errno.EINVAL, "an encrypted key file (it starts with SKEYENC) of a "
-                           f"{inside}-byte key if it is whole: pass passphrase= or kek=, and size={inside}", path)
+    """After a plain read of a file of the key's size: a key that starts
+    with SKEYENC is an encrypted key file, refused (read_key's C path
+    leaves such a file to this one).  Looked at in place."""
+    if is_encrypted(key):   # False below 7 bytes: a short key is never taken for the magic
+        raise _encrypted_refusal(path, key.size, key.size, "raw")
 
 
 def _still_ours(key: SecureKey) -> None:
@@ -519,8 +531,7 @@ def _read_text(key: SecureKey, fd: int, st: os.stat_result, path: str | bytes, e
     text = _read_whole(fd, st, path)
     try:
         if is_encrypted(text):   # 120 bytes is also the hex of a 60-byte key, the base64 of a 90-byte one
-            raise EncryptedKeyFileError(errno.EINVAL, "an encrypted key file (it starts with SKEYENC), not "
-                                        f"{encoding} text: pass passphrase= or kek=, without encoding=", path)
+            raise _encrypted_refusal(path, text.size, key.size, encoding)
         verdict, number = _decode_text(key, text, text.size, encoding)
     finally:
         text.destroy()

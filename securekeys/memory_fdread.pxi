@@ -82,10 +82,13 @@ def _openat2(int dir_fd, path, int flags, unsigned long long resolve):
 cdef enum:
     _AT_FDCWD = -100
     _STRICT_READ_FLAGS = O_RDONLY | system.O_NOFOLLOW | O_NOCTTY | O_CLOEXEC | O_NONBLOCK
-    # An encrypted key file (securekeys/encrypted.py) starts with "SKEYENC"
-    # and holds at least a header, one byte and a tag: read as a plain key,
-    # it would be a wrong key without a word.  files.py names it.
-    _ENCRYPTED_MIN_BYTES = 72 + 1 + 16
+    # An encrypted key file (securekeys/encrypted.py) starts with "SKEYENC":
+    # read as a plain key, it would be a wrong key without a word, and a
+    # truncated one (shorter than a header, one byte and a tag) too.  So a
+    # plain key file of 7 bytes or more never starts with it (for a random
+    # key, a 2**-56 chance); a shorter key is not compared with a part of
+    # the magic: "SKE" is a fine 3-byte key.  files.py names the refusal.
+    _MAGIC_STEM_BYTES = 7
 
 cdef const char *_ENCRYPTED_MAGIC_STEM = b"SKEYENC"
 
@@ -144,11 +147,69 @@ def _read_key_strict(SecureBuffer key not None, path):
                 if done == size:
                     got = read(fd, &probe, 1)
                     sodium.sodium_memzero(&probe, 1)
-                    filled = got == 0 and not (size >= _ENCRYPTED_MIN_BYTES
-                                               and memcmp(data, _ENCRYPTED_MAGIC_STEM, 7) == 0)
+                    filled = got == 0 and not (size >= _MAGIC_STEM_BYTES
+                                               and memcmp(data, _ENCRYPTED_MAGIC_STEM,
+                                                          _MAGIC_STEM_BYTES) == 0)
             close(fd)
     _fill_end(key, "read_key()")
     if not filled:
         return False
     _set_base(key, SK_READONLY)
     return True
+
+
+def _starts_encrypted(int fd):
+    """Whether the file open at `fd` starts with an encrypted key file's
+    magic ("SKEYENC", any version): pread(2) at offset 0, so the fd's offset
+    is left as it was.  The bytes land on the C stack and are wiped, never in
+    a Python object: when the file is not an encrypted one they are the
+    first bytes of a key.  False for a file shorter than the magic, or one
+    pread cannot read (a FIFO: ESPIPE)."""
+    cdef unsigned char head[_MAGIC_STEM_BYTES]
+    cdef size_t done = 0
+    cdef ssize_t got = 0
+    cdef int match = 0
+    with nogil:
+        while done < _MAGIC_STEM_BYTES:
+            got = pread(fd, head + done, _MAGIC_STEM_BYTES - done, <off_t>done)
+            if got < 0 and errno == EINTR:
+                continue
+            if got <= 0:
+                break
+            done += <size_t>got
+        # Constant time: the bytes compared may be a key's.
+        match = done == _MAGIC_STEM_BYTES and sodium.sodium_memcmp(
+            head, _ENCRYPTED_MAGIC_STEM, _MAGIC_STEM_BYTES) == 0
+        sodium.sodium_memzero(head, _MAGIC_STEM_BYTES)
+    return match != 0
+
+
+def _write_from(SecureBuffer buf not None, int fd):
+    """write(2) all of `buf` to `fd` straight from guarded memory, the GIL
+    released, as a counted user (a C borrow, as the crypto runner takes):
+    destroy() of a sealed key lets the write finish with the whole key, and
+    a wipe under it (wipe_all(), KeyRing.destroy()) is KeyDestroyedError
+    whatever write(2) made of it (EFAULT once access is revoked, or zeros
+    copied before that): the caller throws away what it wrote.  A NOACCESS
+    buffer is raised for the write and returned to NOACCESS; a destroyed
+    one is fatal here.  EINTR runs the signal handlers and writes on."""
+    cdef const unsigned char *data = buf.borrow_read()
+    cdef size_t size = buf._size
+    cdef size_t done = 0
+    cdef ssize_t got = 0
+    cdef int err = 0
+    try:
+        while done < size:
+            with nogil:
+                got = write(fd, data + done, size - done)
+                err = errno if got < 0 else 0
+            if got < 0 and err == EINTR:
+                PyErr_CheckSignals()
+                continue
+            if got < 0:
+                break
+            done += <size_t>got
+    finally:
+        buf.release_read()   # KeyDestroyedError when the bytes were wiped under the write
+    if err:
+        raise OSError(err, strerror(err).decode("utf-8", "replace"))

@@ -184,7 +184,7 @@ def _check_text_size(st: os.stat_result, path: StrOrBytesPath, size: int, encodi
     file is refused here.  The exact length is the decoder's to check."""
     padded, unpadded = _text_lengths(size, encoding)
     if not unpadded <= st.st_size <= padded + len(b"\r\n"):   # the text, LF or CRLF
-        raise KeyFileError(
+        raise WrongSizeError(
             errno.EINVAL,
             f"wrong size: a {size}-byte key in {encoding} is {text_length_words(size, encoding)} "
             f"and an optional newline, the file has {st.st_size} bytes",

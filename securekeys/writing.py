@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
+import re
 import secrets
+import stat
 
-from securekeys._memory import SecureBuffer, _encode_text, _unlink_if_same
+from securekeys._memory import SecureBuffer, _encode_text, _unlink_if_same, _write_from
 from securekeys.crypto import MEMLIMIT_MODERATE, OPSLIMIT_MODERATE
 from securekeys.encrypted import PASSPHRASE, check_secret, encrypt_key
+from securekeys.errors import KeyDestroyedError
 from securekeys.trust import Encoding, check_options
 
 __all__ = ["write_key"]
@@ -30,6 +34,8 @@ _UNNAMED_FLAGS = os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _TEMP_EXTRA = len(b"..") + 16 + len(b".tmp")   # ".NAME.<16 hex>.tmp" around the name
 _KEY_MODE = 0o400
+# A leftover temporary file is opened to be judged, never followed or waited on.
+_LEFTOVER_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _AT_FDCWD = -100   # "relative to the working directory"
 
 
@@ -45,9 +51,14 @@ def write_key(path: StrOrBytesPath, key: SecureBuffer, *, encoding: Encoding = "
     place; the directory is fsynced too, so it must be readable as well as
     writable.  When write_key raises, nothing is left: no key under `path`,
     no temporary file; the error names `path`.  A NOACCESS key is borrowed
-    for the write and returned to NOACCESS.  With `encoding` "hex", "base64"
-    or "base64url" the file holds the key as that text (base64 with "="
-    padding) and a newline, encoded in guarded memory, which is wiped after.
+    for the write and returned to NOACCESS.  A key wiped by another
+    thread's wipe_all() or KeyRing.destroy() while it is written is
+    KeyDestroyedError, with no file left; its destroy() lets the write
+    finish with the whole key.  Without O_TMPFILE, the temporary files a
+    killed write_key of the same name left are unlinked first.  With
+    `encoding` "hex", "base64" or "base64url" the file holds the key as
+    that text (base64 with "=" padding) and a newline, encoded in guarded
+    memory, which is wiped after.
 
     With `passphrase` (a SecureBuffer; str and bytes are TypeError) or `kek`
     (a 32-byte SecureKey), not both, the file is an encrypted key file
@@ -121,10 +132,16 @@ def _write_key(path: StrOrBytesPath, key: SecureBuffer | bytes, placed: list[tup
 
 def _write_in(dir_fd: int, name: bytes, key: SecureBuffer | bytes, placed: list[tuple[int, int]]) -> None:
     try:
-        os.lstat(name, dir_fd=dir_fd)
+        there = os.lstat(name, dir_fd=dir_fd)
     except FileNotFoundError:
         pass
     else:
+        if stat.S_ISREG(there.st_mode) and there.st_nlink > 1:
+            # Killed between its link and its unlink, a write_key without
+            # O_TMPFILE left the key complete under two names, and read_key
+            # refuses the second link: taking the temporary name away makes
+            # the key readable again.  It is still not replaced.
+            _take_back_leftovers(dir_fd, name)
         raise FileExistsError(errno.EEXIST, "refusing to replace an existing file")
     fd, temp = -1, None
     try:
@@ -133,9 +150,20 @@ def _write_in(dir_fd: int, name: bytes, key: SecureBuffer | bytes, placed: list[
         with key.reading() if isinstance(key, SecureBuffer) else memoryview(key) as view:
             fd, temp = _new_file(dir_fd, name)
             os.fchmod(fd, _KEY_MODE)   # independent of the umask
-            written = 0
-            while written < len(view):
-                written += os.write(fd, view[written:])
+            if isinstance(key, SecureBuffer):
+                # In C, as a counted user of the key: a wipe_all() or
+                # KeyRing.destroy() under the write is KeyDestroyedError
+                # (the file goes, below), never EFAULT or a file of zeros.
+                try:
+                    _write_from(key, fd)
+                except KeyDestroyedError:
+                    raise KeyDestroyedError("write_key(): the key was destroyed (wipe_all() or "
+                                            "KeyRing.destroy()) while it was being written; "
+                                            "no file was left") from None
+            else:
+                written = 0
+                while written < len(view):
+                    written += os.write(fd, view[written:])
         os.fsync(fd)
         # Recorded before the link: an exception raised by a signal handler
         # as link(2) returns must still take the link back (_unlink_if_same
@@ -171,7 +199,53 @@ def _new_file(dir_fd: int, name: bytes) -> tuple[int, bytes | None]:
         except OSError as e:
             if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR):   # EISDIR: kernel without O_TMPFILE
                 raise
+    # A key (or part of one) that a killed write_key of this name left under
+    # a temporary name: gone before a new one is made.
+    _take_back_leftovers(dir_fd, name)
+    temp = b".%s.%s.tmp" % (_temp_stem(dir_fd, name), secrets.token_hex(8).encode())
+    # Mode 0000 until it is locked (the caller's fchmod makes it 0400):
+    # _take_back_leftovers only takes 0400 files, so it never takes one
+    # between this open and the lock.
+    fd = os.open(temp, _TEMP_FLAGS, 0, dir_fd=dir_fd)
+    # Held until the fd closes, which a kill -9 does too: the lock is how
+    # _take_back_leftovers tells a live write_key's file from a dead one's.
+    # Where the filesystem has no locks, its leftovers are left alone.
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd, temp
+
+
+def _temp_stem(dir_fd: int, name: bytes) -> bytes:
     # Within NAME_MAX whatever the name's length; 64 random bits keep it unique.
-    room = os.fpathconf(dir_fd, "PC_NAME_MAX") - _TEMP_EXTRA
-    temp = b".%s.%s.tmp" % (name[:room], secrets.token_hex(8).encode())
-    return os.open(temp, _TEMP_FLAGS, _KEY_MODE, dir_fd=dir_fd), temp
+    return name[:os.fpathconf(dir_fd, "PC_NAME_MAX") - _TEMP_EXTRA]
+
+
+def _take_back_leftovers(dir_fd: int, name: bytes) -> None:
+    """Unlink the temporary files a write_key of `name` killed in its
+    no-O_TMPFILE fallback left in the directory: `.NAME.<16 hex>.tmp`, a
+    regular file of this uid, mode 0400, that no live write_key holds
+    (flock).  A kill before the link leaves one alone (the key, or part of
+    it, where nobody looks); a kill between the link and the unlink leaves
+    it as the key's second link.  Anything else is left as it is."""
+    pattern = re.compile(rb"\.%s\.[0-9a-f]{16}\.tmp" % re.escape(_temp_stem(dir_fd, name)))
+    for entry in os.listdir(dir_fd):
+        leftover = os.fsencode(entry)
+        if not pattern.fullmatch(leftover):
+            continue
+        try:
+            fd = os.open(leftover, _LEFTOVER_FLAGS, dir_fd=dir_fd)
+        except OSError:
+            continue   # gone meanwhile, a link, not ours to read
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) != _KEY_MODE:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                # EWOULDBLOCK: a write_key in flight, in this process or
+                # another.  Any other error: no locks here, no way to tell.
+                continue
+            _unlink_if_same(dir_fd, leftover, st.st_dev, st.st_ino)
+        finally:
+            os.close(fd)

@@ -338,3 +338,77 @@ def test_bad_delivery_options_are_usage_errors(private_dir: Path, args: list[str
     assert done.returncode == 2 and done.stderr.startswith("securekeys: usage error: ")
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert os.listdir(private_dir) == []
+
+
+# -- output encodings and a missing stderr ------------------------------------------
+
+def ascii_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    return subprocess.run([sys.executable, "-m", "securekeys", *args], capture_output=True, cwd=cwd,
+                          env=env, timeout=60)
+
+
+def test_a_path_the_output_encoding_cannot_write_is_escaped_not_a_traceback(private_dir: Path) -> None:
+    # Before: create wrote the key, then died of UnicodeEncodeError printing
+    # its report; a refusal's line was lost (stderr failed the same way).
+    created = ascii_cli("create", "clé.key", cwd=private_dir)
+    assert (created.returncode, created.stderr) == (0, b""), created
+    assert created.stdout == b"cl\\xe9.key: wrote a new 32-byte key (mode 0400)\n"
+    checked = ascii_cli("check", "clé.key", cwd=private_dir)
+    assert (checked.returncode, checked.stderr) == (0, b"") and checked.stdout.startswith(b"cl\\xe9.key: OK\n")
+    for args, status in ((["check", "clé.key", "--size", "16"], 1), (["create", "clé.key"], 1),
+                         (["check", "nö.key"], 1), (["check", "--trust", "é", "k"], 2),
+                         (["rewrap", "clé.key", "new.key", "--kek", "clé.key", "--new-kek", "clé.key"], 1)):
+        refused = ascii_cli(*args, cwd=private_dir)
+        assert refused.returncode == status and refused.stdout == b"", (args, refused)
+        assert refused.stderr.startswith(b"securekeys: ") and refused.stderr.count(b"\n") == 1, (args, refused)
+        assert b"Traceback" not in refused.stderr and b"\\x" in refused.stderr, (args, refused)
+
+
+def test_an_undecodable_path_is_escaped_in_a_utf8_locale(private_dir: Path) -> None:
+    name = b"k\xff.key"   # not UTF-8: the path reaches Python as a surrogate escape
+    done = subprocess.run([sys.executable.encode(), b"-m", b"securekeys", b"create", name], capture_output=True,
+                          cwd=private_dir, env={**os.environ, "PYTHONIOENCODING": "utf-8"}, timeout=60)
+    assert (done.returncode, done.stderr) == (0, b""), done
+    assert done.stdout == b"k\\udcff.key: wrote a new 32-byte key (mode 0400)\n"
+    assert os.path.getsize(private_dir / os.fsdecode(name)) == SIZE
+
+
+def test_without_stderr_the_error_goes_nowhere_never_to_stdout(private_dir: Path) -> None:
+    # Before: print(file=None) fell back to stdout, which may carry a key.
+    for args in (["check", "missing"], ["check", "--size", "0", "k"], ["create", str(private_dir)]):
+        done = subprocess.run(["sh", "-c", 'exec "$@" 2>&-', "sh", sys.executable, "-m", "securekeys", *args],
+                              capture_output=True, timeout=60, cwd=private_dir)
+        assert done.returncode in (1, 2) and done.stdout == b"", (args, done)
+
+
+def test_without_stderr_a_created_key_takes_no_standard_descriptor(private_dir: Path) -> None:
+    # fd 2 closed: the first file opened would be number 2; /dev/null holds
+    # it first, so the key file and its directory get other numbers.
+    done = subprocess.run(["sh", "-c", 'exec "$@" 2>&-', "sh", sys.executable, "-c", """
+import os, sys
+from securekeys import writing
+real = writing._new_file
+def spy(dir_fd, name):
+    fd, temp = real(dir_fd, name)
+    print("fds", dir_fd, fd, os.readlink("/proc/self/fd/2"))
+    return fd, temp
+writing._new_file = spy
+from securekeys.__main__ import main
+sys.exit(main(["create", "k"]))
+"""], capture_output=True, timeout=60, cwd=private_dir)
+    assert done.returncode == 0, done
+    words = done.stdout.decode().split("\n")[0].split()
+    assert words[0] == "fds" and int(words[1]) > 2 and int(words[2]) > 2 and words[3] == os.devnull, done
+    assert os.path.getsize(private_dir / "k") == SIZE
+
+
+def test_with_sys_stderr_none_the_error_goes_to_fd_2(private_dir: Path) -> None:
+    done = run_python("""
+import sys
+sys.stderr = None   # as an embedder may leave it; fd 2 is still the process's stderr
+from securekeys.__main__ import main
+sys.exit(main(["check", "missing"]))
+""", cwd=str(private_dir))
+    assert done.returncode == 1 and done.stdout == b"", done
+    assert done.stderr == b"securekeys: error: missing: No such file or directory\n", done

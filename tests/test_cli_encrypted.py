@@ -318,3 +318,82 @@ def test_rewrap_help_shows_an_example() -> None:
     done = cli("rewrap", "--help")
     assert done.returncode == 0
     assert "example: securekeys rewrap app.key new.key --passphrase --new-kek kek.key" in done.stdout
+
+
+# -- rewrap's size: bounded before anything is locked --------------------------------
+
+MEASURED_CLI = """
+import runpy, sys
+def peak() -> dict[str, int]:
+    with open("/proc/self/status") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return {name: int(fields[name].split()[0]) for name in ("VmHWM", "VmPeak", "VmLck")}
+sys.argv = ["securekeys", *sys.argv[1:]]
+try:
+    runpy.run_module("securekeys", run_name="__main__", alter_sys=True)
+finally:
+    import securekeys
+    with open("measured", "w") as out:   # the report of the dying process, stdout untouched
+        out.write(repr((peak(), securekeys.report()["locked_bytes"])))
+"""
+
+
+def measured_rewrap(cwd: Path, old: str) -> tuple[subprocess.CompletedProcess[str], dict[str, int], int]:
+    done = subprocess.run([sys.executable, "-c", MEASURED_CLI, "rewrap", old, "new", "--kek", "kek",
+                           "--new-kek", "kek"], capture_output=True, text=True, cwd=cwd, timeout=120,
+                          start_new_session=True)   # no terminal: nothing may prompt
+    peak, locked = eval((cwd / "measured").read_text())
+    (cwd / "measured").unlink()
+    return done, peak, locked
+
+
+def test_rewrap_of_a_huge_file_is_refused_before_anything_is_locked(private_dir: Path) -> None:
+    # Before: a 300 MiB file that holds no key was read into 600 MiB of
+    # guarded memory (the key and the file's contents) before "not an
+    # encrypted key file".  Now fstat refuses it: a usage error, as --size is.
+    make_file(private_dir / "kek", os.urandom(32))
+    make_file(private_dir / "small", b"x" * 200)   # the baseline: the same run, refused after one look
+    base, base_peak, _ = measured_rewrap(private_dir, "small")
+    assert base.returncode == 1 and "not an encrypted key file" in base.stderr, base
+    big = private_dir / "big"
+    with open(os.open(big, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400), "wb") as f:
+        f.truncate(300 << 20)   # sparse: reading it would fill every page
+    done, peak, locked = measured_rewrap(private_dir, "big")
+    assert (done.returncode, done.stdout) == (2, ""), done
+    assert done.stderr == (f"securekeys: usage error: big has {300 << 20} bytes: if it is an encrypted key file, "
+                           f"its key is {(300 << 20) - 88} bytes, and a key is at most 65536 bytes (64 KiB) "
+                           "(see securekeys rewrap --help)\n")
+    # Resident and mapped memory as the baseline's, give or take 16 MiB; nothing of it locked for a key.
+    assert peak["VmHWM"] < base_peak["VmHWM"] + 16 * 1024, (peak, base_peak)
+    assert peak["VmPeak"] < base_peak["VmPeak"] + 16 * 1024, (peak, base_peak)
+    assert peak["VmLck"] <= base_peak["VmLck"] and locked <= base_peak["VmLck"] * 1024 + 65536, (peak, locked)
+    assert not (private_dir / "new").exists()
+
+
+def test_rewrap_refuses_a_key_check_would_call_too_large(private_dir: Path) -> None:
+    # Before: a 100,000-byte key was rewrapped into a file `check` then refused.
+    make_file(private_dir / "kek", os.urandom(32))
+    make_file(private_dir / "old", b"SKEYENC1" + bytes(100_000 + 80))
+    done = cli("rewrap", "old", "new", "--kek", "kek", "--new-kek", "kek", cwd=private_dir,
+               start_new_session=True)
+    assert (done.returncode, done.stdout) == (2, "") and "a key is at most 65536 bytes" in done.stderr, done
+    assert done.stderr.count("\n") == 1 and not (private_dir / "new").exists()
+
+
+def test_rewrap_of_a_plain_file_is_refused_before_any_prompt(private_dir: Path) -> None:
+    make_file(private_dir / "plain", os.urandom(1000))
+    # --passphrase with no terminal: had it asked, this would be the /dev/tty error.
+    done = cli("rewrap", "plain", "new", "--passphrase", "--new-passphrase", cwd=private_dir,
+               start_new_session=True)
+    assert (done.returncode, done.stdout) == (1, ""), done
+    assert done.stderr == ("securekeys: error: plain: not an encrypted key file: it does not start with SKEYENC1 "
+                           "(a plain key file?)\n")
+
+
+def test_rewrap_at_the_largest_size(private_dir: Path) -> None:
+    make_file(private_dir / "kek", os.urandom(32))
+    big = create_key(65536)
+    write_key(private_dir / "big", big, kek=read_key(private_dir / "kek", 32))
+    done = cli("rewrap", "big", "new", "--kek", "kek", "--new-kek", "kek", cwd=private_dir)
+    assert done.returncode == 0, done
+    assert read_key(private_dir / "new", 65536, kek=read_key(private_dir / "kek", 32)) == big

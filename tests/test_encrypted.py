@@ -257,9 +257,12 @@ def test_truncated_and_extended_files(private_dir: Path, kek: SecureBuffer, chan
     good = encode(b"s" * 32, 2, key_bytes(kek))
     data = {"truncated by 1": good[:-1], "truncated to the header": good[:72], "empty": b"",
             "extended by 1": good + b"\0", "extended by a block": good + bytes(4096)}[change]
-    with pytest.raises(KeyFileError, match=f"wrong size: an encrypted key file of a 32-byte key has 120 bytes, "
-                                           f"(the file has|this one) {len(data)}"):
+    # Cut within a header and a tag, a file is no encrypted key of any size: it says it is truncated.
+    expected = (f"wrong size: an encrypted key file of a 32-byte key has 120 bytes, (the file has|this one) {len(data)}"
+                if change != "truncated to the header" else "a truncated encrypted key file: .* 72 bytes are fewer than")
+    with pytest.raises(KeyFileError, match=expected) as info:
         read_key(make_file(private_dir / "k.enc", data), 32, kek=kek)
+    assert type(info.value) is not EncryptedKeyFileError   # with kek= given, asking for one would not help
 
 
 def test_plain_read_of_an_encrypted_file_says_what_to_pass(private_dir: Path, kek: SecureBuffer) -> None:
@@ -488,3 +491,47 @@ def test_write_key_interrupted_as_link_returns_leaves_nothing(private_dir: Path,
     result = run_python(code)
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout.decode().split("\n")[0] == "RAISED []", result.stdout
+
+
+# -- a plain read meets SKEYENC: whatever encoding, size or length ------------------
+
+@pytest.mark.parametrize("encoding", ["raw", "hex", "base64", "base64url"])
+@pytest.mark.parametrize("size", [16, 32, 60, 90, 1000])
+def test_every_plain_read_of_an_encrypted_file_says_what_it_is(
+        private_dir: Path, kek: SecureBuffer, encoding: str, size: int) -> None:
+    # Before, only the sizes whose text length happened to be 120 bytes
+    # (hex of 60, base64 of 90) said so; the others were "wrong size".
+    path = private_dir / "k.enc"
+    write_key(path, create_key(32), kek=kek)
+    with pytest.raises(EncryptedKeyFileError) as info:
+        read_key(path, size, encoding=encoding)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert "of a 32-byte key if it is whole: pass passphrase= or kek=" in message
+    assert ("and size=32" in message) == (size != 32)
+    assert ("without encoding=" in message) == (encoding != "raw")
+    assert "wrong size" not in message
+
+
+@pytest.mark.parametrize("length", [7, 8, 32, 72, 88])
+def test_a_truncated_encrypted_file_is_never_a_plain_key(private_dir: Path, kek: SecureBuffer, length: int) -> None:
+    # Cut to 32 bytes it used to load as a plain 32-byte key starting with
+    # SKEYENC (read_key's C path checked the magic only from 89 bytes on).
+    whole = encode(b"s" * 32, 2, key_bytes(kek))
+    path = make_file(private_dir / "k.enc", whole[:length])
+    reads: list[dict[str, object]] = [dict(size=length), dict(size=16), dict(size=32, encoding="hex"),
+                                      dict(size=32, encoding="base64"), dict(size=32, kek=kek),
+                                      dict(size=length, trust="root-managed")]
+    for options in reads:
+        with pytest.raises(KeyFileError, match=f"a truncated encrypted key file: it starts with SKEYENC, but "
+                                               f"{length} bytes are fewer than the 89") as info:
+            read_key(path, **options)  # type: ignore[arg-type]
+        # Not EncryptedKeyFileError: a program catching that asks for a
+        # passphrase, and none can read what is left.
+        assert type(info.value) is KeyFileError, options
+
+
+@pytest.mark.parametrize("content", [b"S", b"SKE", b"SKEYEN", b"SKEYENd", b"XSKEYENC" + bytes(100)])
+def test_what_is_not_the_whole_magic_is_a_plain_key(private_dir: Path, content: bytes) -> None:
+    # Below 7 bytes nothing is compared with part of the magic.
+    path = make_file(private_dir / "k", content)
+    assert key_bytes(read_key(path, len(content))) == content

@@ -805,3 +805,138 @@ def test_the_hard_link_advice_quotes_the_path(private_dir: Path) -> None:
     with pytest.raises(KeyFileError) as info:
         read_key(path, SIZE)
     assert f"-samefile '{path}';" in str(info.value)
+
+
+# -- leftovers of a killed no-O_TMPFILE write ---------------------------------------
+
+DIE_AT_THE_UNLINK = """
+import os, signal
+real_unlink = os.unlink
+def unlink_or_die(path, *args, **kwargs):
+    if os.fsencode(path).endswith(b".tmp"):   # linked into place, the temporary name still there
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_unlink(path, *args, **kwargs)
+os.unlink = unlink_or_die
+"""
+
+
+def test_a_write_killed_between_link_and_unlink_is_taken_back_by_the_next(private_dir: Path) -> None:
+    # The key is complete under two names; read_key refuses the second link
+    # until the next write_key of the path takes the temporary name away.
+    path = private_dir / "k"
+    result = run_python(FORCE_NAMED_TEMP + DIE_AT_THE_UNLINK + f"""
+import sys
+from securekeys import create_key, write_key
+key = create_key({SIZE})
+with key.reading() as view:
+    sys.stdout.buffer.write(view.hex().encode())   # test-only: the parent compares it
+    sys.stdout.flush()
+write_key({str(path)!r}, key)
+""")
+    assert result.returncode == -signal.SIGKILL, result
+    left = sorted(os.listdir(private_dir))
+    assert len(left) == 2 and left[1] == "k" and re.fullmatch(r"\.k\.[0-9a-f]{16}\.tmp", left[0]), left
+    with pytest.raises(KeyFileError, match="2 hard links"):
+        read_key(path, SIZE)
+    with pytest.raises(FileExistsError):
+        write_key(path, create_key(SIZE))   # never replaces: it only cleans up
+    assert os.listdir(private_dir) == ["k"]
+    assert key_bytes(read_key(path, SIZE)).hex() == result.stdout.decode()
+
+
+def test_a_write_killed_before_the_link_is_swept_by_the_next(private_dir: Path, way: str) -> None:
+    path = private_dir / "k"
+    result = run_python(FORCE_NAMED_TEMP + f"""
+import os, signal, stat
+from securekeys import create_key, write_key
+real_fsync = os.fsync
+def fsync_then_die(fd):
+    real_fsync(fd)
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        os.kill(os.getpid(), signal.SIGKILL)
+os.fsync = fsync_then_die
+write_key({str(path)!r}, create_key({SIZE}))
+""")
+    assert result.returncode == -signal.SIGKILL and len(os.listdir(private_dir)) == 1, result
+    write_key(path, create_key(SIZE))   # either way: the one leftover is in the same directory
+    if way:
+        assert os.listdir(private_dir) == ["k"]
+    else:   # with O_TMPFILE write_key never makes, and so never looks for, a temporary name
+        assert len(os.listdir(private_dir)) == 2
+    read_key(path, SIZE)
+
+
+def test_what_is_not_a_dead_writers_leftover_stays(private_dir: Path) -> None:
+    # A live write_key's file (its flock held), a file of another mode, a
+    # name of another key, a look-alike with a bad random part: all kept.
+    import fcntl
+    live = make_file(private_dir / ".k.0123456789abcdef.tmp", b"x" * SIZE)
+    kept = [live, make_file(private_dir / ".k.1111111111111111.tmp", b"x", mode=0o600),
+            make_file(private_dir / ".j.2222222222222222.tmp", b"x"),
+            make_file(private_dir / ".k.33333333333333.tmp", b"x"),
+            make_file(private_dir / ".k.4444444444444444.tmp.old", b"x")]
+    fd = os.open(live, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        gone = make_file(private_dir / ".k.5555555555555555.tmp", b"y" * SIZE)
+        run = run_python(FORCE_NAMED_TEMP + f"""
+from securekeys import create_key, write_key
+write_key({str(private_dir / "k")!r}, create_key({SIZE}))
+""")
+        assert run.returncode == 0, run
+    finally:
+        os.close(fd)
+    assert not gone.exists()
+    assert sorted(os.listdir(private_dir)) == sorted([p.name for p in kept] + ["k"])
+
+
+# -- a key wiped while write_key writes it --------------------------------------------
+
+def test_a_key_wiped_during_write_key_is_key_destroyed_error_and_no_file(private_dir: Path) -> None:
+    # A 256 MiB key keeps write(2) in flight; another thread strikes with
+    # wipe_all() once write_key counts itself a user of the key.  Before,
+    # this was OSError(EFAULT) -- or a file written partly from wiped
+    # memory.  Either outcome is allowed: the whole file, or
+    # KeyDestroyedError and nothing; the strike is in flight, so the second.
+    for way in ("", FORCE_NAMED_TEMP):
+        path = private_dir / "big"
+        result = run_python(way + f"""
+import os, threading
+from securekeys import KeyDestroyedError, SecureBuffer, wipe_all, write_key
+from securekeys._memory import _users_in_flight
+size = 256 << 20
+key = SecureBuffer(size)
+with key.writing() as view:
+    view[:] = b"\\x5a" * size   # test-only content, known to the parent
+key.readonly()
+in_flight = []
+finished = threading.Event()
+def strike():
+    while _users_in_flight(key) == 0:
+        if finished.is_set():
+            return   # write_key never counted itself a user: nothing struck, in_flight stays []
+    wipe_all()
+    in_flight.append(_users_in_flight(key))   # still writing when it was wiped
+striker = threading.Thread(target=strike)
+striker.start()
+try:
+    write_key({str(path)!r}, key)
+    outcome = "written"
+except KeyDestroyedError as e:
+    outcome = f"KeyDestroyedError {{e}}"
+finished.set()
+striker.join()
+print(outcome, in_flight)
+""")
+        out = result.stdout.decode()
+        assert result.returncode == 0, result
+        if out.startswith("written"):
+            assert out.rstrip().endswith("[0]"), out    # struck, but after the write had finished
+            with open(path, "rb") as f:
+                assert f.read() == b"\x5a" * (256 << 20)
+            path.unlink()
+        else:
+            assert out.startswith("KeyDestroyedError") and "no file was left" in out, out
+            assert not out.rstrip().endswith("[]"), out
+            assert os.listdir(private_dir) == [], out
+        assert "EFAULT" not in out and "Bad address" not in out
