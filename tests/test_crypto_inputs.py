@@ -22,7 +22,6 @@ import gc
 import os
 import threading
 import time
-import tracemalloc
 from collections.abc import Callable
 from typing import cast
 
@@ -30,6 +29,7 @@ import pytest
 from typing_extensions import Buffer
 
 from conftest import run_python
+from test_crypto_toctou import _peak_heap_during
 from securekeys import SecureBuffer, _memory, create_key
 from securekeys.crypto import (
     DecryptionError,
@@ -209,15 +209,6 @@ def test_snapshots_of_small_inputs_change_no_answer() -> None:
 
 
 # -- snapshots are guarded or wiped --------------------------------------------------
-
-def _peak_heap_during(call: Callable[[], object]) -> int:
-    gc.collect()
-    tracemalloc.start()
-    try:
-        call()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 @pytest.mark.parametrize("shape", ["view", "slice", "memoryview of a view"])

@@ -424,11 +424,25 @@ def test_eight_threads_read_the_same_key(private_dir: Path) -> None:
 FORCE_NAMED_TEMP = """
 import errno, os
 _os_open = os.open
+
 def _without_o_tmpfile(path, flags, *args, **kwargs):
     if flags & os.O_TMPFILE == os.O_TMPFILE:
         raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
     return _os_open(path, flags, *args, **kwargs)
 os.open = _without_o_tmpfile
+"""
+
+# The child dies by SIGKILL right after fsync() of the key's file: the last
+# step before it is linked into place.
+KILL_AT_KEY_FSYNC = """
+import os, signal, stat
+from securekeys import create_key, write_key
+real_fsync = os.fsync
+def fsync_then_die(fd):
+    real_fsync(fd)
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        os.kill(os.getpid(), signal.SIGKILL)
+os.fsync = fsync_then_die
 """
 
 
@@ -665,15 +679,7 @@ def test_write_killed_before_the_link_leaves_no_key(private_dir: Path, way: str)
     # the key's file is the last step before linking.  The longest name shows
     # that a temporary name stays within NAME_MAX.
     name = "k" * 255
-    result = run_python(way + f"""
-import os, signal, stat
-from securekeys import create_key, write_key
-real_fsync = os.fsync
-def fsync_then_die(fd):
-    real_fsync(fd)
-    if stat.S_ISREG(os.fstat(fd).st_mode):
-        os.kill(os.getpid(), signal.SIGKILL)
-os.fsync = fsync_then_die
+    result = run_python(way + KILL_AT_KEY_FSYNC + f"""
 write_key({str(private_dir / name)!r}, create_key(4096))
 print('REACHED')
 """)
@@ -846,15 +852,7 @@ write_key({str(path)!r}, key)
 
 def test_a_write_killed_before_the_link_is_swept_by_the_next(private_dir: Path, way: str) -> None:
     path = private_dir / "k"
-    result = run_python(FORCE_NAMED_TEMP + f"""
-import os, signal, stat
-from securekeys import create_key, write_key
-real_fsync = os.fsync
-def fsync_then_die(fd):
-    real_fsync(fd)
-    if stat.S_ISREG(os.fstat(fd).st_mode):
-        os.kill(os.getpid(), signal.SIGKILL)
-os.fsync = fsync_then_die
+    result = run_python(FORCE_NAMED_TEMP + KILL_AT_KEY_FSYNC + f"""
 write_key({str(path)!r}, create_key({SIZE}))
 """)
     assert result.returncode == -signal.SIGKILL and len(os.listdir(private_dir)) == 1, result
