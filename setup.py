@@ -22,6 +22,11 @@ from setuptools.command.build_ext import build_ext
 
 # SECUREKEYS_CYTHON_TRACE=1: a line-tracing build, for coverage of Cython code.
 TRACE = os.environ.get("SECUREKEYS_CYTHON_TRACE") == "1"
+# SECUREKEYS_PORTABLE=1: only the architecture-neutral C, as a build for a CPU
+# without its own code here gets (no inline-assembly register wipe after a
+# crypto call: the stack is still zeroed).  Lets x86-64 test the path an
+# aarch64 build takes today.
+PORTABLE = os.environ.get("SECUREKEYS_PORTABLE") == "1"
 APT_HINT = "on Debian/Ubuntu, `apt-get install {}`, then retry."
 
 
@@ -132,6 +137,8 @@ def extensions() -> list[Extension]:
             f"securekeys/_memory.pyx) in {os.path.abspath('securekeys')}: this source "
             f"tree or sdist is incomplete; build from a full checkout or a complete sdist.")
     macros = [("CYTHON_TRACE_NOGIL", "1")] if TRACE else []
+    if PORTABLE:
+        macros.append(("SECUREKEYS_PORTABLE", "1"))
     built = []
     for source in sources:
         name = source[:-len(".pyx")].replace("/", ".")
