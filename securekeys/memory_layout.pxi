@@ -32,7 +32,37 @@
 
 
 cdef size_t _page_size = <size_t>sysconf(_SC_PAGESIZE)
-cdef size_t _HUGE_PAGE_PAGES = _HUGE_PAGE_SIZE // _page_size
+
+
+cdef size_t _pmd_huge_page_size() noexcept nogil:
+    # The transparent huge page is what one page-middle-directory entry maps:
+    # 2 MiB on x86-64 and on aarch64 with 4 KiB pages, but 32 MiB with 16 KiB
+    # pages and 512 MiB with 64 KiB ones.  The kernel says which; without THP
+    # in the kernel (no such file), what a page of 8-byte entries maps.
+    # Plain C: `open` here is posix.fcntl's.
+    cdef char text[32]
+    cdef ssize_t n = -1
+    cdef ssize_t i
+    cdef size_t size = 0
+    cdef int fd = open(b"/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", O_RDONLY | O_CLOEXEC)
+    if fd >= 0:
+        n = read(fd, text, sizeof(text))
+        close(fd)
+    for i in range(n if n > 0 else 0):
+        if text[i] < c'0' or text[i] > c'9':
+            break
+        size = size * 10 + <size_t>(text[i] - c'0')
+    return size if size != 0 else _page_size * (_page_size // 8)
+
+
+cdef size_t _huge_page_size = _pmd_huge_page_size()
+# Huge slots round a secret up to whole huge pages: worth it for 2 MiB (one
+# page-table entry per mprotect instead of 512), never for 32 or 512 MiB of
+# locked memory per secret.  Without them a large secret gets base pages.
+cdef bint _huge_slots_on = (_huge_page_size <= _HUGE_SLOT_MAX_SIZE
+                            and _huge_page_size > _page_size
+                            and _huge_page_size % _page_size == 0)
+cdef size_t _HUGE_PAGE_PAGES = _huge_page_size // _page_size if _huge_slots_on else 1
 cdef size_t _huge_slots = 0        # huge-page slots mapped (for report())
 cdef enum:
     _CANARY_SIZE = 16
@@ -41,7 +71,7 @@ cdef enum:
     _SLOTS_PER_SECRET_CHUNK = 8
     _WRITABLE_FREE_MAX_PAGES = 16  # free slots up to 64 KiB may stay READWRITE (zeroed)
     _MEMCMP_STACK = 512            # stack bytes to zero after comparing two keys
-    _HUGE_PAGE_SIZE = 2 * 1024 * 1024   # x86-64's PMD-mapped transparent huge page
+    _HUGE_SLOT_MAX_SIZE = 2 * 1024 * 1024   # the largest huge page worth a slot of its own
     _HUGE_SLOT_MIN_PAGES = 256     # secrets of 1 MiB and more get huge-page slots
 cdef unsigned char _canary[_CANARY_SIZE]
 

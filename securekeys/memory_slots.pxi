@@ -8,14 +8,14 @@ cdef void *_map_anonymous(size_t length) noexcept nogil:
     # starts on a huge page boundary: over-mapped by one huge page, then the
     # head and tail trimmed (unmapping the ends of a fresh mapping cannot fail
     # for want of a mapping).
-    cdef size_t extra = _HUGE_PAGE_SIZE if length > _HUGE_PAGE_SIZE else 0
+    cdef size_t extra = _huge_page_size if _huge_slots_on and length > _huge_page_size else 0
     cdef unsigned char *raw = <unsigned char *>mmap(NULL, length + extra, PROT_NONE,
                                                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
     cdef unsigned char *base
     if raw == <unsigned char *>MAP_FAILED or extra == 0:
         return raw
-    base = <unsigned char *>((<uintptr_t>(raw + _page_size) + _HUGE_PAGE_SIZE - 1)
-                             & ~(<uintptr_t>_HUGE_PAGE_SIZE - 1)) - _page_size
+    base = <unsigned char *>((<uintptr_t>(raw + _page_size) + _huge_page_size - 1)
+                             & ~(<uintptr_t>_huge_page_size - 1)) - _page_size
     if base > raw:
         munmap(raw, <size_t>(base - raw))
     if raw + length + extra > base + length:
@@ -94,7 +94,7 @@ cdef Chunk *_map_chunk(size_t slot_pages, size_t count, int backend) except NULL
     global _huge_slots
     cdef Chunk *chunk = _new_chunk((count * (slot_pages + 1) + 1) * _page_size, count, backend)
     cdef size_t i
-    if backend == BACKEND_SODIUM and slot_pages % _HUGE_PAGE_PAGES == 0:
+    if _huge_slots_on and backend == BACKEND_SODIUM and slot_pages % _HUGE_PAGE_PAGES == 0:
         # Best effort by design: without transparent huge pages (EINVAL) the
         # slot works the same, with 4 KiB pages.
         if madvise(chunk.base + _page_size, slot_pages * _page_size, MADV_HUGEPAGE) == 0:
@@ -180,7 +180,7 @@ cdef Slot *_slot_take(size_t size, unsigned char **data) except NULL:
     cdef Chunk *fresh = NULL       # a chunk mapped by this very call
     cdef size_t i
     cdef bint writable_while_free = False
-    if pages >= _HUGE_SLOT_MIN_PAGES and _backend == BACKEND_SODIUM:
+    if _huge_slots_on and pages >= _HUGE_SLOT_MIN_PAGES and _backend == BACKEND_SODIUM:
         # Large secrets get whole huge pages: one page-table entry for each
         # mprotect instead of one per 4 KiB (measured: 1.7 us against 24 us
         # for 1 MiB), at the cost of up to a huge page of locked memory.

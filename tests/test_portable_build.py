@@ -171,3 +171,56 @@ def test_no_module_claims_to_run_without_the_gil(portable: Path) -> None:
     assert "freethreading_compatible" not in (REPO / "setup.py").read_text(encoding="utf-8")
     for generated in sorted((portable / "securekeys").glob("*.c")):
         assert _module_gil_slot(generated.read_text(encoding="utf-8")) == "Py_MOD_GIL_USED", generated
+
+
+# -- the huge page size comes from the kernel ----------------------------------------------
+
+def _with_pmd_size(tmp_path: Path, size: int, code: str) -> subprocess.CompletedProcess[str]:
+    """Run `code` with the default build in a private mount namespace where
+    the kernel's hpage_pmd_size reads `size`: a 64 KiB-page aarch64 kernel
+    says 536870912."""
+    fake = tmp_path / "hpage_pmd_size"
+    fake.write_text(f"{size}\n", encoding="ascii")
+    script = f"mount --bind {fake} {PMD_SIZE} && exec \"$0\" \"$@\""
+    proc = subprocess.run(["unshare", "--mount", "sh", "-c", script, sys.executable, "-c", code],
+                          capture_output=True, text=True, timeout=120, check=False)
+    if proc.returncode != 0 and ("Operation not permitted" in proc.stderr
+                                 or "permission denied" in proc.stderr):
+        pytest.skip(f"no mount namespace here: {proc.stderr.strip()}")
+    return proc
+
+
+PMD_SIZE = "/sys/kernel/mm/transparent_hugepage/hpage_pmd_size"
+# A 1 MiB secret: huge-slot sized (256 pages of 4 KiB).  What its slot
+# adds to the locked bytes says whether it was rounded up to a huge page.
+LARGE_SECRET = """
+import os
+from securekeys import _memory
+from securekeys import SecureBuffer
+before = _memory._allocator_stats()["locked_bytes"]
+buf = SecureBuffer(1 << 20)
+buf.readinto(os.open("/dev/zero", os.O_RDONLY))
+r = _memory._allocator_stats()
+print(r["locked_bytes"] - before, r["huge_page_slots"])
+"""
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None or not Path(PMD_SIZE).is_file(),
+                    reason="needs unshare(1) and transparent huge pages")
+@pytest.mark.skipif(os.sysconf("SC_PAGESIZE") != 4096, reason="the sizes below are for 4 KiB pages")
+@pytest.mark.parametrize("pmd, rounded", [(2 << 20, True), (512 << 20, False), (32 << 20, False)],
+                         ids=["2MiB-x86-64", "512MiB-64KiB-pages", "32MiB-16KiB-pages"])
+def test_huge_slots_follow_the_kernels_huge_page(tmp_path: Path, pmd: int, rounded: bool) -> None:
+    import securekeys
+    if securekeys.get_backend() != "sodium":
+        pytest.skip("secretmem has no huge pages")
+    proc = _with_pmd_size(tmp_path, pmd, LARGE_SECRET)
+    assert proc.returncode == 0, proc.stderr
+    locked, huge = (int(x) for x in proc.stdout.split())
+    if locked == 0:
+        pytest.skip("RLIMIT_MEMLOCK too small to lock a 1 MiB secret here")
+    # The chunk is locked whole: the slot and its two guard pages.  Rounded:
+    # the slot is one 2 MiB huge page.  Not: the secret's own pages (its
+    # canary takes one more), never 32 or 512 MiB locked for 1 MiB.
+    guards = 2 * 4096
+    assert (locked, huge) == ((2 << 20) + guards, 1) if rounded else ((1 << 20) + 4096 + guards, 0)
