@@ -17,9 +17,11 @@ scan then finds derive_key's master key and aead_decrypt's plaintext
 (spilled above the zeroed area), so those cases are not asserted here;
 tests/test_crypto_stack.py asserts them for the default build.
 
-Also here: no extension module claims to run without the GIL (the Cython
-directive freethreading_compatible is not set; docs/free-threading.md says
-why not yet).
+Also here, the other two things that differ between platforms: huge slots
+follow the kernel's huge page size (faked in a mount namespace: 2 MiB as on
+x86-64, 32 and 512 MiB as on 16 and 64 KiB-page aarch64), and no extension
+module claims to run without the GIL (the Cython directive
+freethreading_compatible is not set; docs/free-threading.md says why not yet).
 """
 
 from __future__ import annotations
