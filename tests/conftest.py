@@ -36,7 +36,7 @@ def pytest_configure(config: pytest.Config) -> None:
     where = Path(securekeys.__file__).resolve()
     # A child interpreter's sys.path starts with its cwd (or the script's
     # directory), which would put the checkout's securekeys/ first.
-    if where.is_relative_to(REPO) or (Path.cwd() / "securekeys").exists():
+    if where.is_relative_to(REPO / "securekeys") or (Path.cwd() / "securekeys").exists():
         raise pytest.UsageError(
             f"SECUREKEYS_TEST_INSTALLED: securekeys must be the installed wheel, imported from "
             f"outside the checkout (got {where}, cwd {Path.cwd()})")
