@@ -23,6 +23,24 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# `make matrix` tests an installed wheel, not the checkout: then securekeys must
+# come from site-packages, and the distributions are those `make wheels` built.
+INSTALLED = os.environ.get("SECUREKEYS_TEST_INSTALLED") == "1"
+PYTHON_TAG = f"cp{sys.version_info.major}{sys.version_info.minor}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not INSTALLED:
+        return
+    import securekeys
+    where = Path(securekeys.__file__).resolve()
+    # A child interpreter's sys.path starts with its cwd (or the script's
+    # directory), which would put the checkout's securekeys/ first.
+    if where.is_relative_to(REPO / "securekeys") or (Path.cwd() / "securekeys").exists():
+        raise pytest.UsageError(
+            f"SECUREKEYS_TEST_INSTALLED: securekeys must be the installed wheel, imported from "
+            f"outside the checkout (got {where}, cwd {Path.cwd()})")
+
 
 def _no_core_dumps() -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -163,7 +181,16 @@ class Distributions:
 @pytest.fixture(scope="session")
 def distributions(tmp_path_factory: pytest.TempPathFactory) -> Distributions:
     """`make wheel`, once per session, into a temporary directory: the one
-    build of securekeys that every installed-package test uses."""
+    build of securekeys that every installed-package test uses.  Under
+    `make matrix`, the sdist and this interpreter's wheels from `make wheels`."""
+    if INSTALLED:
+        dist = Path(os.environ["SECUREKEYS_TEST_DIST"])
+        built = Path(os.environ["SECUREKEYS_TEST_BUILT"])
+        sdists = sorted(built.glob("securekeys-*.tar.gz"))
+        wheels = sorted(built.glob(f"securekeys-*-{PYTHON_TAG}-*.whl"))
+        repaired = sorted(dist.glob(f"securekeys-*-{PYTHON_TAG}-*.whl"))
+        assert len(sdists) == len(wheels) == len(repaired) == 1, (sdists, wheels, repaired)
+        return Distributions(sdists[0], wheels[0], repaired[0], dist)
     root = tmp_path_factory.mktemp("make-wheel")
     dist, built = root / "dist", root / "built"
     run_checked(["make", "-C", REPO, "wheel", f"DIST={dist}", f"BUILT={built}"])

@@ -258,8 +258,11 @@ def test_create_and_check_text_keys(private_dir: Path, encoding: str, length: in
 def cli_as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
     """The CLI as uid 65534: imported first, since the standard library is
     out of reach once the child has dropped root."""
+    # locale: gettext (argparse's messages) imports it only when first used
+    # from Python 3.13 on, which as uid 65534 would be too late.
     code = f"""
 import os, sys
+import locale
 import securekeys.__main__
 os.setgroups([])
 os.setgid(65534)

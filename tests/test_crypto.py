@@ -47,7 +47,6 @@ from securekeys.crypto import (
     verify,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = settings(max_examples=50, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
@@ -89,7 +88,7 @@ def no_core() -> None:
 
 def run_child(code: str, **kwargs: typing.Any) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
-                          capture_output=True, timeout=60, cwd=ROOT,
+                          capture_output=True, timeout=60,
                           preexec_fn=no_core, **kwargs)
 
 
@@ -569,7 +568,6 @@ def run_in_pty(answer: bytes, typed: bytes, child: str = PTY_CHILD) -> tuple[byt
     pid, master = pty.fork()
     if pid == 0:   # pragma: no cover - the child
         try:
-            os.chdir(ROOT)
             os.execv(sys.executable, [sys.executable, "-c", code])
         finally:
             os._exit(127)

@@ -280,9 +280,15 @@ def on_a_thread(body: str) -> str:
     thread's stack: an anonymous mapping, found from the stack pointer the
     kernel shows (/proc/self/task/TID/syscall) while the thread is blocked
     in read(2)."""
+    # The oracle's own SHA-512 (ed25519_secrets) would leave the nonce on the
+    # very stack scanned (Python 3.10's hashlib does): on the thread, only its
+    # inputs are kept, and it runs on the main thread after the snapshot.
+    body = body.replace("secrets = ed25519_secrets(", "secrets = ed25519_later(")
     return SCAN + """
 import threading
 r, w = os.pipe()
+def ed25519_later(*inputs):
+    return [(None, inputs)]
 def work():
     global found
 """ + textwrap.indent(body + "sub.destroy()\nmaster.destroy()\n", "    ") + """
@@ -309,6 +315,8 @@ snap = os.pread(fd, hi - lo, lo)
 os.close(fd)
 os.write(w, b"x")
 thread.join()
+found = [s for name, value in found
+         for s in (ed25519_secrets(*value) if name is None else [(name, value)])]
 report(found, [snap])
 """
 

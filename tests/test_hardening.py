@@ -405,12 +405,15 @@ print(securekeys.report()['backend'], key.locked, key.state.name)
 
 def test_secretmem_passes_the_same_suite() -> None:
     env = dict(os.environ, SECUREKEYS_BACKEND="secretmem")
+    # In this process's cwd, not the checkout: under `make matrix` the
+    # checkout's securekeys/ (no compiled modules) must not come first.
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-         "tests/test_memory.py", "tests/test_files.py", "tests/test_keyring.py",
-         "tests/test_pool.py", "tests/test_crypto.py", "tests/test_cli.py",
-         "tests/test_crypto_stack.py", "tests/test_crypto_toctou.py"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+         "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"),
+         *(str(ROOT / "tests" / name) for name in (
+             "test_memory.py", "test_files.py", "test_keyring.py", "test_pool.py",
+             "test_crypto.py", "test_cli.py", "test_crypto_stack.py", "test_crypto_toctou.py"))],
+        env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
 

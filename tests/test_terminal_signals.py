@@ -37,8 +37,6 @@ from conftest import drain_pty, run_python
 from test_crypto import run_in_pty
 from test_encrypted import INTERRUPT_AT_RETURN
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 # -- helpers ----------------------------------------------------------------
 
@@ -82,8 +80,7 @@ def _interactive_bash(cwd: Path) -> tuple[int, int]:
         try:
             os.chdir(cwd)
             os.execve(bash, [bash, "--norc", "--noprofile", "-i"],
-                      {"PATH": os.environ["PATH"], "PS1": "SH$ ", "TERM": "dumb", "HOME": str(cwd),
-                       "PYTHONPATH": str(ROOT)})
+                      {"PATH": os.environ["PATH"], "PS1": "SH$ ", "TERM": "dumb", "HOME": str(cwd)})
         finally:
             os._exit(127)
     return pid, master
@@ -196,7 +193,6 @@ def _spawn(code: str) -> tuple[int, int]:
     pid, master = pty.fork()
     if pid == 0:   # pragma: no cover - the child
         try:
-            os.chdir(ROOT)
             os.execv(sys.executable, [sys.executable, "-c", textwrap.dedent(code)])
         finally:
             os._exit(127)
