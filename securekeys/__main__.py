@@ -44,7 +44,8 @@ from securekeys.crypto import (
 )
 from securekeys.encrypted import OVERHEAD_BYTES, Header, check_secret
 from securekeys.errors import EncryptedKeyFileError, KeyFileError
-from securekeys.files import _symlink_refusal, check_key_file, fill_key_from_encrypted_file, fill_key_from_file
+from securekeys.files import check_key_file, fill_key_from_encrypted_file, fill_key_from_file
+from securekeys.lookup import _symlink_refusal
 from securekeys.trust import ENCODINGS, TRUST_POLICIES, Encoding, Trust, describe_access, text_length_words
 
 DEFAULT_SIZE = 32

@@ -54,8 +54,9 @@ include "memory_slots.pxi"       # chunks, slots, the pool and KeyRing runs
 include "memory_registry.pxi"    # the intrusive list of live buffers; wipe_all()
 include "memory_fork.pxi"        # a forked child holds no usable key
 include "memory_faults.pxi"      # a fault on guarded memory: the fatal path, then the signal
+include "memory_protection.pxi"  # Protection, protection as state, borrows' protection counts
 include "memory_lifetime.pxi"    # in-flight users: who wipes, and when, under threads
-include "memory_buffers.pxi"     # Protection as state, SecureBuffer, SecureKey, borrows
+include "memory_buffers.pxi"     # SecureBuffer, SecureKey, borrows, create_key, wipe_all
 include "memory_fdread.pxi"      # read(2) from a file descriptor into a buffer
 include "memory_encodings.pxi"   # key files as hex/base64 text, decoded and encoded in guarded memory
 include "memory_keyring.pxi"     # KeyRing: the class over the KeyRing runs

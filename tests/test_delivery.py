@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from securekeys import KeyFileError, KeyRing, create_key, read_credential, read_key, write_key
-from securekeys import files, trust
+from securekeys import lookup, trust
 from securekeys._memory import live_buffers
 
 from test_files import NOBODY, SIZE, STRANGER, key_bytes, make_file, open_fds, run_as_nobody
@@ -164,7 +164,7 @@ def test_paths_that_cannot_be_beneath_are_value_errors_before_any_open(
         private_dir: Path, monkeypatch: pytest.MonkeyPatch, path: str, words: str) -> None:
     def no_open(*args: object) -> int:
         raise AssertionError("opened")
-    monkeypatch.setattr(files, "_openat2", no_open)
+    monkeypatch.setattr(lookup, "_openat2", no_open)
     with pytest.raises(ValueError, match=words.replace(".", r"\.").replace("(", r"\(")):
         read_key(path, SIZE, beneath=private_dir)
 
@@ -211,7 +211,7 @@ def test_beneath_directory_through_a_strangers_link_is_refused(private_dir: Path
 def test_a_kernel_without_openat2_is_a_clear_oserror(private_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def enosys(*args: object) -> int:
         raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
-    monkeypatch.setattr(files, "_openat2", enosys)
+    monkeypatch.setattr(lookup, "_openat2", enosys)
     with pytest.raises(OSError) as info:
         read_key("k", SIZE, beneath=private_dir)
     assert info.value.errno == errno.ENOSYS and info.value.filename == str(private_dir / "k")

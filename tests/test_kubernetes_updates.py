@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-import securekeys.files as files
+import securekeys.lookup as lookup
 from securekeys import KeyRing, read_key
 from securekeys._memory import _openat2
 
@@ -79,13 +79,13 @@ def lookups(monkeypatch: pytest.MonkeyPatch, before: Callable[[int], None] | Non
     count: list[int] = []
 
     def counted(dir_fd: int, path: Any, flags: int, resolve: int) -> int:
-        if dir_fd != files._AT_FDCWD and not flags & os.O_DIRECTORY:   # not beneath= itself
+        if dir_fd != lookup._AT_FDCWD and not flags & os.O_DIRECTORY:   # not beneath= itself
             count.append(1)
             if before is not None:
                 before(len(count))
         return real(dir_fd, path, flags, resolve)
 
-    monkeypatch.setattr(files, "_openat2", counted)
+    monkeypatch.setattr(lookup, "_openat2", counted)
     return count
 
 
@@ -135,7 +135,7 @@ def test_updates_that_never_end_fail_after_a_bounded_number_of_lookups(private_d
     with pytest.raises(OSError) as info:
         read_key("key", SIZE, beneath=mount)
     assert info.value.errno == errno.EAGAIN and "kept changing" in str(info.value)
-    assert len(count) == files._BENEATH_TRIES
+    assert len(count) == lookup._BENEATH_TRIES
 
 
 # -- over FUSE: the kernel's own lookup meets the update ---------------------------
@@ -228,4 +228,4 @@ def test_a_volume_that_never_stops_updating_fails_over_fuse(private_dir: Path) -
             read_key("key", SIZE, beneath=mount)
         assert info.value.errno == errno.EAGAIN and "kept changing" in str(info.value)
     # Each try is one lookup and one look at the links, each meeting one update.
-    assert 0 < len(said) <= 2 * files._BENEATH_TRIES
+    assert 0 < len(said) <= 2 * lookup._BENEATH_TRIES
